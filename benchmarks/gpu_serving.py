@@ -1,0 +1,201 @@
+"""Serving on a GPU through `kiln serve` (issue 3 acceptance 3, issue 9 acceptance 2).
+
+Builds a torch engine (fp16, uint8 input, one CUDA graph per bucket), writes a model repository,
+starts `kiln serve` as a subprocess, then loads it over gRPC with `kiln bench serve`:
+  1. concurrency 1 and 64 with one image per request (acceptance 3 of issue 3);
+  2. a sweep of total load from several client processes (each request carries --rows images),
+     to find the highest throughput whose p99 stays within --p99-ms (issue 9, acceptance 2).
+GPU utilization is read from the server's /metrics during the sweep.
+
+    python benchmarks/gpu_serving.py --model resnet50 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server at {url} not ready after {seconds}s")
+
+
+def _gpu_utilization(url: str) -> float | None:
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("kiln_gpu_utilization{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _bench(grpc_addr: str, model: str, concurrency: int, rows: int, duration: float, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kiln", "bench", "serve", "--url", grpc_addr, "--model", model, "--protocol", "grpc",
+         "--concurrency", str(concurrency), "--batch", str(rows), "--duration", str(duration), "--warmup", "2",
+         "--json", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _collect(outs: list[Path]) -> dict[str, Any]:
+    runs = [json.loads(p.read_text())["runs"][0] for p in outs]
+    return {
+        "items_per_s": round(sum(r["items_per_s"] for r in runs), 1),
+        "requests_per_s": round(sum(r["throughput_rps"] for r in runs), 1),
+        "p50_ms": round(max(r["latency_ms"]["p50"] for r in runs), 3),
+        "p99_ms": round(max(r["latency_ms"]["p99"] for r in runs), 3),  # the worst client's p99: conservative
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--compile", default="reduce-overhead")
+    parser.add_argument("--freezing", action="store_true")
+    parser.add_argument("--buckets", default="1,16,64,256")
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--queue-delay-us", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=8, help="images per request in the sweep")
+    parser.add_argument("--clients", type=int, default=8, help="client processes in the sweep")
+    parser.add_argument("--sweep", default="2,4,8,16", help="concurrency per client process")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--p99-ms", type=float, default=15.0)
+    parser.add_argument("--device", default="cuda", help="cpu only to check this script without a GPU")
+    parser.add_argument("--input-size", type=int, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    # a time limit's SIGTERM still writes what was measured (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
+
+    from kiln.engine.artifact import EngineCache
+    from kiln.engine.build import BuildSettings, build_engine
+    from kiln.engine.hardware import fingerprint
+    from kiln.engine.spec import BatchProfile, ModelSource, Precision
+
+    work = Path(tempfile.mkdtemp(prefix="kiln-gpu-serving-"))
+    buckets = tuple(int(b) for b in args.buckets.split(","))
+    repo = work / "repo"
+    started = time.perf_counter()
+    build_engine(
+        BuildSettings(
+            source=ModelSource.parse(f"timm:{args.model}"),
+            backend="torch",
+            precision=Precision.FP16,
+            batch=BatchProfile(min=1, opt=max(buckets), max=max(buckets), buckets=buckets),
+            device=args.device,
+            input_size=(args.input_size, args.input_size) if args.input_size else None,
+            options={"compile": args.compile, "input_format": "uint8", "freezing": args.freezing},
+        ),
+        cache=EngineCache(work / "cache"),
+        output=repo / args.model / "1",
+    )
+    build_seconds = time.perf_counter() - started
+    print(f"engine built in {build_seconds:.0f}s", flush=True)
+    (repo / args.model / "config.json").write_text(json.dumps({
+        "max_batch_size": max(buckets),
+        "max_queue_delay_us": args.queue_delay_us,
+        "preferred_batch_sizes": [b for b in buckets if b > 1],
+        "max_queue_size": 4096,
+        "instances": args.instances,
+    }))
+    http_port, grpc_port = _free_port(), _free_port()
+    url, grpc_addr = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    log = (work / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+        stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ),
+    )
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "hardware": fingerprint(),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "build_seconds": round(build_seconds, 1),
+    }
+    try:
+        start_wait = time.perf_counter()
+        _wait_ready(url, 600)
+        result["server_ready_seconds"] = round(time.perf_counter() - start_wait, 1)
+        print(f"built in {build_seconds:.0f}s, server ready in {result['server_ready_seconds']}s", flush=True)
+        single = []
+        for concurrency in (1, 64):
+            out = work / f"single-{concurrency}.json"
+            proc = _bench(grpc_addr, args.model, concurrency, 1, args.duration, out)
+            proc.wait()
+            row = {"concurrency": concurrency, "rows_per_request": 1, **_collect([out])}
+            single.append(row)
+            print(json.dumps(row), flush=True)
+        result["single_image_requests"] = single
+        sweep = []
+        for per_client in [int(c) for c in args.sweep.split(",")]:
+            outs = [work / f"sweep-{per_client}-{i}.json" for i in range(args.clients)]
+            procs = [_bench(grpc_addr, args.model, per_client, args.rows, args.duration, o) for o in outs]
+            utilization: list[float] = []
+            stop = threading.Event()
+
+            def sample(stop: threading.Event = stop, utilization: list[float] = utilization) -> None:
+                time.sleep(3)
+                while not stop.wait(1.0):
+                    value = _gpu_utilization(url)
+                    if value is not None:
+                        utilization.append(value)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            for p in procs:
+                p.wait()
+            stop.set()
+            sampler.join()
+            row = {
+                "total_concurrency": per_client * args.clients, "rows_per_request": args.rows, **_collect(outs),
+                "gpu_utilization_mean": round(sum(utilization) / len(utilization), 3) if utilization else None,
+            }
+            sweep.append(row)
+            print(json.dumps(row), flush=True)
+            args.out.write_text(json.dumps(result | {"sweep": sweep}, indent=2))
+        result["sweep"] = sweep
+        within = [r for r in sweep if r["p99_ms"] <= args.p99_ms and r["errors"] == 0]
+        result["best_within_p99"] = max(within, key=lambda r: r["items_per_s"]) if within else None
+        print("best within p99:", json.dumps(result["best_within_p99"]), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        result["server_log_tail"] = (work / "server.log").read_text()[-3000:]
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

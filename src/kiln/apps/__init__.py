@@ -1,0 +1,1 @@
+"""Applications served by kiln engines: luxury-goods authentication and packaging design."""

@@ -1,0 +1,75 @@
+"""From one engine pass over a case's photos to gated, fused findings (shared by serving and evaluation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kiln.apps.authenticity.calibration import AuthCalibration
+from kiln.apps.authenticity.fusion import FusionResult, ViewScore, fuse, hottest_region
+from kiln.apps.authenticity.ood import check_distribution, view_similarities
+from kiln.apps.authenticity.quality import Finding, QualityMetrics, check_quality
+from kiln.apps.authenticity.quality import QualityLimits as _Limits
+
+
+@dataclass
+class PhotoAssessment:
+    index: int
+    view: str
+    metrics: QualityMetrics
+    findings: list[Finding]
+    logit: float
+    embedding: np.ndarray
+    heatmap: np.ndarray
+    view_similarity: float
+    probability: float | None = None  # calibrated counterfeit evidence; None when the photo was rejected
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def region(self) -> str:
+        return hottest_region(self.heatmap, 1.0 if (self.probability or 0.0) >= 0.5 else -1.0)
+
+
+@dataclass
+class CaseAssessment:
+    photos: list[PhotoAssessment]
+    fusion: FusionResult
+    notes: list[str] = field(default_factory=list)
+
+
+def assess_case(
+    views: list[str],
+    metrics: list[QualityMetrics],
+    outputs: dict[str, np.ndarray],
+    cal: AuthCalibration,
+) -> CaseAssessment:
+    """Quality gate, distribution check, then fusion of the photos that passed both."""
+    logits = np.asarray(outputs["logit"], np.float32).reshape(len(views), -1)[:, 0]
+    embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
+    heatmaps = np.asarray(outputs["heatmap"], np.float32)
+    photos: list[PhotoAssessment] = []
+    for index, view in enumerate(views):
+        profile = cal.views.get(view)
+        limits = profile.quality if profile is not None else _Limits()
+        findings = check_quality(metrics[index], limits)
+        findings += check_distribution(view, embeddings[index], metrics[index].stats(), cal)
+        sims = view_similarities(embeddings[index], cal)
+        photo = PhotoAssessment(
+            index=index, view=view, metrics=metrics[index], findings=findings, logit=float(logits[index]),
+            embedding=embeddings[index], heatmap=heatmaps[index], view_similarity=sims.get(view, 0.0),
+        )
+        if photo.ok:
+            photo.probability = float(1.0 / (1.0 + np.exp(-photo.logit / cal.temperature)))
+        photos.append(photo)
+    usable = [ViewScore(p.index, p.view, p.logit, p.heatmap) for p in photos if p.ok]
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view] = counts.get(view, 0) + 1
+    repeated = sorted(v for v, n in counts.items() if n > 1)
+    if repeated:
+        notes.append("views photographed more than once: " + ", ".join(repeated))
+    return CaseAssessment(photos, fuse(usable, cal, rejected=len(photos) - len(usable)), notes)

@@ -1,0 +1,143 @@
+"""What training learns besides the weights, fitted on held-out validation cases.
+
+- a temperature for the per-view logits (calibrated per-view probabilities),
+- a case-level logistic calibration of the fused view scores (calibrated case confidence),
+- abstention thresholds chosen for a target precision,
+- per-view profiles for the quality gate and the out-of-distribution check.
+
+It travels inside the checkpoint (``kiln_extra``) and so inside every engine's manifest
+(``manifest.extra``): the engine carries everything the app needs to reach a verdict.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from kiln.apps.authenticity.quality import QualityLimits
+from kiln.errors import KilnError
+
+FORMAT = 1
+
+
+class ViewProfile(BaseModel):
+    """What photos of one view look like in the training data."""
+
+    centroid: list[float]  # unit-norm mean embedding
+    min_similarity: float  # cosine to the centroid below which a photo is out of distribution
+    stats_mean: list[float]
+    stats_std: list[float]
+    quality: QualityLimits = Field(default_factory=QualityLimits)
+    photos: int = 0
+
+
+class Thresholds(BaseModel):
+    counterfeit: float = 0.99  # case probability at or above which the verdict is counterfeit
+    authentic: float = 0.01  # case probability at or below which the verdict is authentic
+    target_precision: float = 0.99
+    min_authentic_views: int = 3  # an authentic verdict needs this many usable photos
+    wrong_view_margin: float = 0.05  # another view's centroid closer by this much → wrong view
+    max_stats_z: float = 6.0  # image statistics further than this many SDs → out of distribution
+
+
+class AuthCalibration(BaseModel):
+    app: str = "authenticity"
+    format: int = FORMAT
+    classifier_output: str = "logit"
+    backbone: str
+    width: float = 1.0
+    embed_dim: int
+    image_size: int
+    temperature: float = 1.0
+    fusion_scale: float = 1.0
+    fusion_bias: float = 0.0
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    views: dict[str, ViewProfile] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    trained_on: dict[str, Any] = Field(default_factory=dict)
+    trained_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any], where: str = "engine") -> AuthCalibration:
+        if extra.get("app") != "authenticity":
+            raise KilnError(
+                f"{where} was not trained by `kiln auth train` (its manifest has no authenticity calibration)",
+                hint="build the engine from a checkpoint written by `kiln auth train`",
+            )
+        try:
+            return cls.model_validate(extra)
+        except ValidationError as exc:
+            raise KilnError(f"{where}: the authenticity calibration is invalid: {exc.error_count()} problems: {exc}") from exc
+
+
+# --- fitting ----------------------------------------------------------------------------------------
+def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    # log(1 + exp(-y*z)) with y in {-1, +1}, computed stably
+    signed = np.where(targets > 0.5, logits, -logits)
+    return float(np.mean(np.logaddexp(0.0, -signed)))
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T minimising the validation NLL of sigmoid(logit / T)."""
+    logits = np.asarray(logits, np.float64).ravel()
+    targets = np.asarray(targets, np.float64).ravel()
+    if len(np.unique(targets)) < 2:
+        return 1.0
+    grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 241))
+    losses = [_nll(logits / t, targets) for t in grid]
+    best = int(np.argmin(losses))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    for _ in range(40):  # golden-section refinement between the grid neighbours
+        a = high - (high - low) / 1.618
+        b = low + (high - low) / 1.618
+        if _nll(logits / a, targets) < _nll(logits / b, targets):
+            high = b
+        else:
+            low = a
+    return float((low + high) / 2)
+
+
+def fit_logistic(scores: np.ndarray, targets: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
+    """Platt scaling: (a, b) maximising the likelihood of sigmoid(a * score + b), lightly regularised."""
+    x = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(targets, np.float64).ravel()
+    if len(np.unique(y)) < 2:
+        return 1.0, 0.0
+    a, b = 1.0, 0.0
+    for _ in range(100):  # Newton's method on a strictly convex objective
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        w = np.maximum(p * (1 - p), 1e-9)
+        grad = np.array([np.sum((p - y) * x) + l2 * len(x) * a, np.sum(p - y) + l2 * len(x) * b])
+        hess = np.array([[np.sum(w * x * x) + l2 * len(x), np.sum(w * x)], [np.sum(w * x), np.sum(w) + l2 * len(x)]])
+        step = np.linalg.solve(hess, grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(a), float(b)
+
+
+def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, target_precision: float) -> tuple[float, float]:
+    """(counterfeit threshold, authentic threshold) for ``target_precision`` on validation cases.
+
+    A threshold is never looser than the target itself (a calibrated probability of 0.99 means
+    about 1 error in 100), and is tightened further until the validation cases covered by it reach
+    the target precision.
+    """
+    p = np.asarray(probabilities, np.float64).ravel()
+    y = np.asarray(labels, np.int64).ravel()
+    counterfeit = _tightest(p, y, target_precision)
+    authentic = _tightest(1.0 - p, 1 - y, target_precision)
+    return counterfeit, 1.0 - authentic
+
+
+def _tightest(scores: np.ndarray, positives: np.ndarray, target: float) -> float:
+    floor = float(target)
+    candidates = np.unique(scores[scores >= floor])
+    for threshold in candidates:  # ascending: the loosest threshold that meets the target
+        covered = scores >= threshold
+        if positives[covered].mean() >= target:
+            return float(threshold)
+    return float(max(floor, float(scores.max(initial=floor)) + 1e-9)) if len(candidates) else floor

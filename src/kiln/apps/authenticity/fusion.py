@@ -1,0 +1,103 @@
+"""Multi-view fusion: per-view scores of the usable photos → authentic / counterfeit / inconclusive.
+
+A counterfeit needs only one convincingly wrong detail, so the views are pooled with a soft
+maximum of their temperature-scaled log-odds (log-sum-exp); a logistic calibration fitted on
+validation cases turns the pooled score into the case's counterfeit probability. The verdict
+abstains (inconclusive) unless that probability clears a threshold chosen on validation data for
+the target precision, and an authentic verdict also needs enough usable views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kiln.apps.authenticity.calibration import AuthCalibration
+from kiln.apps.authenticity.views import Verdict
+
+_REGIONS = (("upper left", "top", "upper right"), ("left", "centre", "right"), ("lower left", "bottom", "lower right"))
+
+
+@dataclass(frozen=True)
+class ViewScore:
+    index: int  # position of the photo in the case
+    view: str
+    logit: float  # raw model output
+    heatmap: np.ndarray  # h×w class-activation map (log-odds contributions)
+
+    def log_odds(self, cal: AuthCalibration) -> float:
+        return self.logit / cal.temperature
+
+    def probability(self, cal: AuthCalibration) -> float:
+        return float(1.0 / (1.0 + np.exp(-self.log_odds(cal))))
+
+
+@dataclass
+class FusionResult:
+    verdict: Verdict
+    confidence: float  # probability that the verdict is right (for inconclusive: of the likelier side)
+    counterfeit_probability: float | None
+    reasons: list[str] = field(default_factory=list)
+    drivers: list[int] = field(default_factory=list)  # photo indices that drove the verdict
+
+
+def pooled_score(log_odds: list[float]) -> float:
+    """Soft maximum of the views' log-odds: dominated by the most counterfeit-looking view."""
+    values = np.asarray(log_odds, np.float64)
+    return float(np.logaddexp.reduce(values))
+
+
+def case_probability(log_odds: list[float], cal: AuthCalibration) -> float:
+    score = cal.fusion_scale * pooled_score(log_odds) + cal.fusion_bias
+    return float(1.0 / (1.0 + np.exp(-score)))
+
+
+def hottest_region(heatmap: np.ndarray, sign: float = 1.0) -> str:
+    """Where in the photo the evidence for ``sign`` (+1 counterfeit, -1 authentic) is strongest."""
+    grid = np.asarray(heatmap, np.float64) * sign
+    if grid.ndim != 2 or grid.size == 0:
+        return "whole photo"
+    y, x = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    row = min(2, int(3 * (y + 0.5) / grid.shape[0]))
+    col = min(2, int(3 * (x + 0.5) / grid.shape[1]))
+    return _REGIONS[row][col]
+
+
+def fuse(scores: list[ViewScore], cal: AuthCalibration, rejected: int = 0) -> FusionResult:
+    """The case verdict from the usable photos' scores; ``rejected`` photos are only mentioned."""
+    note = f"; {rejected} photo{'s' if rejected != 1 else ''} rejected by the quality gate" if rejected else ""
+    if not scores:
+        return FusionResult(Verdict.INCONCLUSIVE, 0.0, None,
+                            ["no usable photo: every photo was rejected by the quality gate" if rejected else "no photos"])
+    thresholds = cal.thresholds
+    log_odds = [s.log_odds(cal) for s in scores]
+    p = case_probability(log_odds, cal)
+    ranked = sorted(scores, key=lambda s: s.logit, reverse=True)
+    if p >= thresholds.counterfeit:
+        flagged = [s for s in ranked if s.probability(cal) >= 0.5] or ranked[:1]
+        reasons = [
+            f"{s.view.replace('_', ' ')}: counterfeit evidence {s.probability(cal):.2f}, strongest at the {hottest_region(s.heatmap)}"
+            for s in flagged
+        ]
+        return FusionResult(Verdict.COUNTERFEIT, p, p, reasons, [s.index for s in flagged])
+    if p <= thresholds.authentic:
+        if len(scores) < thresholds.min_authentic_views:
+            return FusionResult(
+                Verdict.INCONCLUSIVE, 1.0 - p, p,
+                [f"only {len(scores)} usable photo{'s' if len(scores) != 1 else ''}: an authentic verdict needs "
+                 f"{thresholds.min_authentic_views} views, so that no detail goes unchecked{note}"],
+            )
+        top = ranked[0]
+        reasons = [
+            f"all {len(scores)} usable views match the authentic house style; the least convincing is "
+            f"{top.view.replace('_', ' ')} (counterfeit evidence {top.probability(cal):.2f}){note}"
+        ]
+        return FusionResult(Verdict.AUTHENTIC, 1.0 - p, p, reasons, [s.index for s in scores])
+    top = ranked[0]
+    reasons = [
+        f"the evidence is not strong enough either way (counterfeit probability {p:.2f}; a verdict needs "
+        f"≥ {thresholds.counterfeit:.2f} or ≤ {thresholds.authentic:.2f}); most doubtful view: "
+        f"{top.view.replace('_', ' ')} ({top.probability(cal):.2f}, at the {hottest_region(top.heatmap)}){note}"
+    ]
+    return FusionResult(Verdict.INCONCLUSIVE, max(p, 1.0 - p), p, reasons, [top.index])

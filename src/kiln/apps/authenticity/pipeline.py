@@ -1,0 +1,317 @@
+"""The authentication service: validate uploads, one engine pass per case, gate, fuse, compare, store.
+
+The hot path per case: decode every photo straight to the model's size (JPEG DCT scaling) in
+worker threads, measure quality on those small images, send all photos through the engine as one
+batch, assess and fuse, search references, write the case. Heatmap images and reports are
+rendered later, on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kiln.apps.authenticity.assessment import CaseAssessment, assess_case
+from kiln.apps.authenticity.calibration import AuthCalibration
+from kiln.apps.authenticity.imaging import (
+    ACCEPTED_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    DecodedPhoto,
+    decode_photo,
+    probe,
+    to_batch,
+)
+from kiln.apps.authenticity.quality import QualityMetrics, measure
+from kiln.apps.authenticity.references import ReferenceIndex, ReferenceMatch
+from kiln.apps.authenticity.schemas import (
+    CaseResponse,
+    EngineInfo,
+    ImageResult,
+    PhotoQuality,
+    QualityReason,
+    ReferenceInfo,
+    ReferenceResult,
+)
+from kiln.apps.authenticity.views import MAX_PHOTOS, check_view
+from kiln.errors import KilnError, PayloadTooLargeError
+
+if TYPE_CHECKING:
+    from kiln.engine.manifest import EngineManifest
+    from kiln.serve.context import InferenceClient
+    from kiln.serve.store import CaseRecord, Store
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "authenticity"
+API = "/v1"
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_photos: int = MAX_PHOTOS
+    max_file_bytes: int = 15 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_text: int = 128
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_photos * self.max_file_bytes + 1024 * 1024
+
+
+@dataclass
+class Upload:
+    """One uploaded file; ``name`` is the client's file name, used in messages only, never as a path."""
+
+    name: str
+    data: bytes
+    content_type: str = ""
+
+    def label(self, index: int) -> str:
+        shown = self.name if len(self.name) <= 80 else self.name[:77] + "..."
+        return f"images[{index}] ({shown!r})" if shown else f"images[{index}]"
+
+
+@dataclass
+class CaseAnalysis:
+    photos: list[DecodedPhoto]
+    assessment: CaseAssessment
+    embeddings: np.ndarray
+
+
+def _text(value: str | None, field: str, limits: UploadLimits) -> str:
+    text = " ".join((value or "").split())
+    if not text:
+        raise KilnError(f"{field} is required", hint=f"send the item's {field} as a form field")
+    if len(text) > limits.max_text:
+        raise KilnError(f"{field} is {len(text)} characters long; at most {limits.max_text} are accepted")
+    return text
+
+
+def check_request(uploads: list[Upload], views: list[str], brand: str | None, model: str | None,
+                  limits: UploadLimits) -> tuple[list[str], str, str]:
+    """Everything that can be checked without decoding: counts, views, sizes, formats."""
+    if not uploads:
+        raise KilnError("no photos: send 1 to {limits.max_photos} files in the 'images' field".replace("{limits.max_photos}", str(limits.max_photos)))
+    if len(uploads) > limits.max_photos:
+        raise KilnError(f"{len(uploads)} photos sent; at most {limits.max_photos} per case",
+                        hint="send one photo per view: " + ", ".join(["logo", "stitching", "hardware", "date_code", "lining", "overall"]))
+    if len(views) != len(uploads):
+        raise KilnError(
+            f"{len(uploads)} photos but {len(views)} views: send one 'views' value per photo, in the same order",
+            hint="e.g. views=logo, views=stitching (or one comma-separated value)",
+        )
+    checked = [check_view(view, where=uploads[i].label(i)) for i, view in enumerate(views)]
+    for index, upload in enumerate(uploads):
+        if len(upload.data) > limits.max_file_bytes:
+            raise PayloadTooLargeError(
+                f"{upload.label(index)}: {len(upload.data)} bytes is over the limit of {limits.max_file_bytes} bytes per photo",
+                hint="send a JPEG of at most a few megabytes",
+            )
+        probe(upload.data, upload.label(index), limits.max_pixels)
+    return checked, _text(brand, "brand", limits), _text(model, "model", limits)
+
+
+class AuthenticityService:
+    """Authentication cases and references on top of an inference client and a store."""
+
+    def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
+                 limits: UploadLimits | None = None) -> None:
+        self.inference = inference
+        self.store = store
+        self.model_name = model_name
+        self.limits = limits or UploadLimits()
+        self._manifest: EngineManifest | None = None
+        self._calibration: AuthCalibration | None = None
+        self._references: ReferenceIndex | None = None
+
+    # --- start-up --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        manifest = self.inference.manifest(self.model_name)
+        self._calibration = AuthCalibration.from_extra(manifest.extra, where=f"engine {manifest.name!r}")
+        self._manifest = manifest
+        self._references = ReferenceIndex(manifest.source_sha256, self._calibration.embed_dim)
+        loaded = await asyncio.to_thread(self._references.load, self.store)
+        log.info("authenticity: engine %s (%s), %d references", manifest.name, manifest.precision.value, loaded)
+
+    @property
+    def manifest(self) -> EngineManifest:
+        if self._manifest is None:
+            raise KilnError("the authenticity service is starting", status=503)
+        return self._manifest
+
+    @property
+    def calibration(self) -> AuthCalibration:
+        if self._calibration is None:
+            raise KilnError("the authenticity service is starting", status=503)
+        return self._calibration
+
+    @property
+    def references(self) -> ReferenceIndex:
+        if self._references is None:
+            raise KilnError("the authenticity service is starting", status=503)
+        return self._references
+
+    def engine_info(self) -> EngineInfo:
+        m = self.manifest
+        return EngineInfo(
+            name=m.name, precision=m.precision.value, backend=m.backend, backbone=self.calibration.backbone,
+            trained_on_synthetic_data=bool(self.calibration.trained_on.get("synthetic", False)),
+        )
+
+    # --- analysis --------------------------------------------------------------------------------
+    async def _decode(self, uploads: list[Upload]) -> tuple[list[DecodedPhoto], list[QualityMetrics]]:
+        pre = self.manifest.preprocessing
+
+        def one(index: int) -> tuple[DecodedPhoto, QualityMetrics]:
+            upload = uploads[index]
+            photo = decode_photo(upload.data, pre, name=upload.label(index), max_pixels=self.limits.max_pixels)
+            return photo, measure(photo.pixels, photo.width, photo.height)
+
+        results = await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(len(uploads))), return_exceptions=True)
+        problems = [r for r in results if isinstance(r, BaseException)]
+        if problems:
+            first = problems[0]
+            if isinstance(first, KilnError):
+                if len(problems) > 1:
+                    raise KilnError("; ".join(str(p) for p in problems), status=first.status)
+                raise first
+            raise first
+        done = [r for r in results if not isinstance(r, BaseException)]
+        return [d[0] for d in done], [d[1] for d in done]
+
+    async def analyse(self, uploads: list[Upload], views: list[str]) -> CaseAnalysis:
+        """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
+        photos, metrics = await self._decode(uploads)
+        pre = self.manifest.preprocessing
+        batch = to_batch(np.stack([p.pixels for p in photos]), pre)
+        input_name = self.manifest.inputs[0].name
+        outputs = await self.inference.infer(self.model_name, {input_name: batch})
+        assessment = assess_case(views, metrics, outputs, self.calibration)
+        embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
+        return CaseAnalysis(photos, assessment, embeddings)
+
+    # --- cases -----------------------------------------------------------------------------------
+    async def authenticate(self, uploads: list[Upload], views: list[str], brand: str | None, model: str | None,
+                           *, case_id: str | None = None, checked: bool = False) -> CaseResponse:
+        if not checked:
+            views, brand, model = check_request(uploads, views, brand, model, self.limits)
+        assert brand is not None and model is not None
+        analysis = await self.analyse(uploads, views)
+        case_id = case_id or uuid.uuid4().hex
+        matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
+                                         usable=[p.ok for p in analysis.assessment.photos])
+        response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
+        record = self._record(response, uploads, analysis)
+        stored = await asyncio.to_thread(self.store.save_case, record)
+        if not stored:  # the same job delivered twice: the first result stands
+            return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
+        return response
+
+    def _response(self, case_id: str, created: datetime, brand: str, model: str, uploads: list[Upload],
+                  analysis: CaseAnalysis, matches: list[ReferenceMatch]) -> CaseResponse:
+        base = f"{API}/cases/{case_id}"
+        fusion = analysis.assessment.fusion
+        images = []
+        for photo, decoded in zip(analysis.assessment.photos, analysis.photos, strict=True):
+            images.append(ImageResult(
+                index=photo.index,
+                view=photo.view,
+                quality=PhotoQuality(
+                    ok=photo.ok,
+                    reasons=[QualityReason(code=f.code, message=f.message, guidance=f.guidance) for f in photo.findings],
+                    metrics={k: float(v) for k, v in photo.metrics.as_dict().items() if k not in ("width", "height")},
+                ),
+                score=None if photo.probability is None else round(photo.probability, 4),
+                region=photo.region() if photo.ok else None,
+                view_similarity=round(photo.view_similarity, 4),
+                sha256=decoded.sha256,
+                width=decoded.width,
+                height=decoded.height,
+                image_url=f"{base}/images/{photo.index}",
+                heatmap_url=f"{base}/images/{photo.index}/heatmap.png",
+                overlay_url=f"{base}/images/{photo.index}/overlay.jpg",
+            ))
+        references = [
+            ReferenceResult(reference_id=m.reference_id, view=m.view, similarity=m.similarity, photo_index=m.photo_index,
+                            image_url=f"{API}/references/{m.reference_id}/image")
+            for m in sorted(matches, key=lambda m: (m.photo_index, -m.similarity))
+        ]
+        return CaseResponse(
+            case_id=case_id, created_at=created, brand=brand, model=model, verdict=fusion.verdict.value,
+            confidence=round(fusion.confidence, 4),
+            counterfeit_probability=None if fusion.counterfeit_probability is None else round(fusion.counterfeit_probability, 4),
+            reasons=fusion.reasons, images=images, references=references, notes=analysis.assessment.notes,
+            engine=self.engine_info(), report_url=f"{base}/report.html", pdf_url=f"{base}/report.pdf", json_url=base,
+        )
+
+    def _record(self, response: CaseResponse, uploads: list[Upload], analysis: CaseAnalysis) -> CaseRecord:
+        from kiln.serve.store import CaseImageRecord, CaseRecord
+
+        record = CaseRecord(
+            id=response.case_id, app="authenticity", created_at=response.created_at, brand=response.brand,
+            model=response.model, verdict=response.verdict, confidence=response.confidence,
+            engine=f"{self.manifest.name}:{self.manifest.precision.value}:{self.manifest.source_sha256[:12]}",
+            result=response.model_dump(mode="json"),
+        )
+        record.images = [
+            CaseImageRecord(
+                position=image.index, view=image.view, sha256=image.sha256,
+                content_type=ACCEPTED_FORMATS.get(decoded.format, "application/octet-stream"),
+                width=image.width, height=image.height, quality=image.quality.model_dump(mode="json"),
+                score=image.score, heatmap=np.round(photo.heatmap.astype(np.float64), 4).tolist(),
+                data=upload.data,
+            )
+            for image, photo, decoded, upload in zip(response.images, analysis.assessment.photos, analysis.photos, uploads, strict=True)
+        ]
+        return record
+
+    async def get_case(self, case_id: str) -> CaseResponse:
+        record = await asyncio.to_thread(self.store.get_case, case_id)
+        return CaseResponse.model_validate(record.result)
+
+    # --- references ------------------------------------------------------------------------------
+    async def register_references(self, uploads: list[Upload], views: list[str], brand: str | None,
+                                  model: str | None, note: str = "") -> list[ReferenceInfo]:
+        """Stores verified authentic photos; every photo must pass the quality gate and look like its view."""
+        from kiln.apps.authenticity.heatmaps import thumbnail_jpeg
+        from kiln.serve.store import ReferenceRecord
+
+        views, brand, model = check_request(uploads, views, brand, model, self.limits)
+        analysis = await self.analyse(uploads, views)
+        rejected = [p for p in analysis.assessment.photos if not p.ok]
+        if rejected:
+            details = "; ".join(
+                f"{uploads[p.index].label(p.index)} ({p.view}): " + ", ".join(f.message for f in p.findings) for p in rejected
+            )
+            raise KilnError(f"reference photos must be usable: {details}", status=422,
+                            hint="retake these photos; nothing was registered")
+        created = datetime.now(UTC)
+        previews = await asyncio.gather(*(asyncio.to_thread(thumbnail_jpeg, u.data) for u in uploads))
+        records = [
+            ReferenceRecord(
+                id=uuid.uuid4().hex, created_at=created, brand=brand, model=model, view=view,
+                sha256=photo.sha256, embedding_space=self.manifest.source_sha256,
+                embedding=np.ascontiguousarray(analysis.embeddings[i], np.float32).tobytes(),
+                preview=previews[i], note=note[:512],
+            )
+            for i, (view, photo) in enumerate(zip(views, analysis.photos, strict=True))
+        ]
+        await asyncio.to_thread(self.store.add_references, records)
+        self.references.add(records)
+        return [reference_info(r) for r in records]
+
+
+def reference_info(record: object) -> ReferenceInfo:
+    from kiln.serve.store import ReferenceRecord
+
+    assert isinstance(record, ReferenceRecord)
+    return ReferenceInfo(
+        reference_id=record.id, brand=record.brand, model=record.model, view=record.view, sha256=record.sha256,
+        created_at=record.created_at, note=record.note, image_url=f"{API}/references/{record.id}/image",
+    )

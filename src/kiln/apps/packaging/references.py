@@ -1,0 +1,91 @@
+"""Reference images: decode any size cheaply and safely, keep small working copies.
+
+A 12-megapixel JPEG is never decoded at full size: the header is read first (pixel limit against
+decompression bombs), then JPEG ``draft`` decodes at 1/2..1/8 scale straight from the DCT
+coefficients, and other formats are ``reduce``d; only a ≤ 512 px copy is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Literal, overload
+
+from PIL import Image
+
+from kiln.engine.images import to_rgb
+from kiln.errors import KilnError, PayloadTooLargeError
+
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 25 * 1024 * 1024
+WORK_SIDE = 512
+_DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+
+
+@overload
+def decode_reference(data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[False] = ...) -> Image.Image: ...
+@overload
+def decode_reference(
+    data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[True]
+) -> tuple[Image.Image, tuple[int, int]]: ...
+def decode_reference(
+    data: bytes, *, name: str = "reference image", max_pixels: int = MAX_PIXELS, with_size: bool = False
+) -> Image.Image | tuple[Image.Image, tuple[int, int]]:
+    """RGB copy with the long side ≤ ``WORK_SIDE``; clear 4xx errors for non-images, bombs and damage."""
+    if len(data) > MAX_BYTES:
+        raise PayloadTooLargeError(f"{name}: {len(data)} bytes is over the limit of {MAX_BYTES}")
+    if not data:
+        raise KilnError(f"{name}: empty file")
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        fmt = image.format
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLargeError(f"{name}: {exc}", hint="downscale the image before uploading") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise KilnError(f"{name}: not a readable image ({type(exc).__name__})", hint="send a JPEG, PNG or WebP") from exc
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(
+            f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels}",
+            hint="downscale the image before uploading",
+        )
+    try:
+        if fmt == "JPEG":
+            image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode at reduced scale
+        image.load()
+        factor = max(1, min(image.size) // WORK_SIDE)
+        if factor >= 2:
+            image = image.reduce(factor)
+        image = to_rgb(image)
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
+        return (image, (width, height)) if with_size else image
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise KilnError(f"{name}: {fmt or 'image'} data is truncated or corrupted ({exc})") from exc
+
+
+def decode_data_url(url: str, *, name: str = "reference image") -> Image.Image:
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise KilnError(f"{name}: a data URL must look like data:image/png;base64,...")
+    payload = url[match.end() :]
+    if len(payload) * 3 // 4 > MAX_BYTES:
+        raise PayloadTooLargeError(f"{name}: about {len(payload) * 3 // 4} bytes is over the limit of {MAX_BYTES}")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KilnError(f"{name}: the data URL is not valid base64") from exc
+    return decode_reference(data, name=name)
+
+
+def cover_fit(image: Image.Image, aspect: float) -> Image.Image:
+    """Centre crop to ``aspect`` (height / width), as the image would fill the panel."""
+    width, height = image.size
+    if height / width > aspect:
+        new_h = round(width * aspect)
+        top = (height - new_h) // 2
+        return image.crop((0, top, width, top + new_h))
+    new_w = round(height / aspect)
+    left = (width - new_w) // 2
+    return image.crop((left, 0, left + new_w, height))

@@ -1,0 +1,63 @@
+"""The ``kiln`` command: a thin layer that parses arguments and calls the layers.
+
+Each command group lives in its own module and registers itself on the root app; heavy
+libraries (torch, onnxruntime) are imported inside the commands, so ``kiln --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from kiln.errors import KilnError
+
+app = typer.Typer(
+    name="kiln",
+    help="Build, prove and serve fast inference engines; run the authentication and packaging apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules that add commands to ``app``; each defines ``register(app)``.
+COMMAND_MODULES = (
+    "kiln.cli.engine",
+    "kiln.cli.serve",
+    "kiln.cli.packaging",
+    "kiln.cli.auth",
+)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Entry point: run the app and print user-facing errors without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except KilnError as exc:
+        from kiln.cli.console import print_error
+
+        print_error(exc)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            code = getattr(exc, "code", 0)
+        sys.exit(code or 0)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

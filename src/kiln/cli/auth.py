@@ -1,0 +1,191 @@
+"""``kiln auth``: the authentication app's data, training, evaluation and engine commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kiln.errors import KilnError
+
+auth_app = typer.Typer(
+    name="auth",
+    help="Authentication app: synthetic data, training, evaluation, engines, references.",
+    no_args_is_help=True,
+)
+
+
+@auth_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="folder to create (must be empty or absent)")],
+    cases: Annotated[int, typer.Option("--cases", help="number of cases (items), each with one photo per view")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="random seed; the same seed gives the same data")] = 0,
+    difficulty: Annotated[str, typer.Option(help="easy | medium | hard | mixed, or a list such as medium,hard")] = "mixed",
+    size: Annotated[int, typer.Option(help="photo width and height in pixels")] = 320,
+    counterfeit_fraction: Annotated[float, typer.Option(help="share of counterfeit cases")] = 0.5,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    twins: Annotated[bool, typer.Option("--twins/--no-twins", help="also write each flawed photo without its flaw (training aid)")] = True,
+) -> None:
+    """Render labelled-synthetic detail photos in the dataset layout (demo and test data)."""
+    from kiln.apps.authenticity.synth import SynthSpec, generate_dataset
+    from kiln.apps.authenticity.synth.defects import parse_difficulty
+    from kiln.cli.console import console
+    from kiln.progress import RichReporter
+
+    if not 0.0 <= counterfeit_fraction <= 1.0:
+        raise KilnError(f"--counterfeit-fraction {counterfeit_fraction} is not between 0 and 1")
+    spec = SynthSpec(seed=seed, size=size, levels=parse_difficulty(difficulty), counterfeit_fraction=counterfeit_fraction,
+                     twins=twins)
+    summary = generate_dataset(out, cases, spec, workers=workers, reporter=RichReporter())
+    console.print(
+        f"[green]wrote[/] {summary.cases} synthetic cases ({summary.photos} photos) to {summary.out} "
+        f"in {summary.seconds:.1f}s: {summary.labels}; counterfeit difficulty {summary.difficulties}"
+    )
+    console.print("[yellow]synthetic data[/]: for trying and testing kiln; see SYNTHETIC.txt")
+
+
+@auth_app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option("--data", help="dataset folder: BRAND/MODEL/VIEW/{authentic,counterfeit}/")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint file to write (.pt)")] = Path("auth.pt"),
+    backbone: Annotated[str, typer.Option(help="timm backbone (random init unless --pretrained)")] = "resnet10t",
+    width: Annotated[float, typer.Option(help="channel width multiplier for ResNet backbones")] = 0.5,
+    epochs: Annotated[int, typer.Option(help="passes over the training photos")] = 10,
+    image_size: Annotated[int, typer.Option(help="model input size in pixels (square)")] = 160,
+    batch_size: Annotated[int, typer.Option(help="photos per training step")] = 48,
+    lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle schedule)")] = 3e-3,
+    val_fraction: Annotated[float, typer.Option(help="share of cases held out for validation and calibration")] = 0.2,
+    target_precision: Annotated[float, typer.Option(help="precision the abstention thresholds aim for")] = 0.99,
+    min_authentic_views: Annotated[int, typer.Option(help="usable photos an authentic verdict needs")] = 3,
+    pretrained: Annotated[Path | None, typer.Option(help="local timm state_dict to start from (nothing is downloaded)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for the split, initialisation and augmentation")] = 0,
+) -> None:
+    """Fine-tune the per-view model and calibrate verdicts on held-out cases."""
+    import json
+
+    from kiln.apps.authenticity.train import EpochStats, TrainConfig, describe, train
+    from kiln.cli.console import console
+    from kiln.progress import RichReporter
+
+    if pretrained is not None and not pretrained.is_file():
+        raise KilnError(f"--pretrained {pretrained} is not a file")
+    if not 0.5 <= target_precision < 1.0:
+        raise KilnError(f"--target-precision {target_precision} must be in [0.5, 1)")
+    config = TrainConfig(
+        backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
+        pretrained=pretrained, threads=threads, seed=seed,
+    )
+
+    def show(stats: EpochStats) -> None:
+        console.print(
+            f"epoch {stats.epoch:>3}: loss {stats.loss:.4f}  val loss {stats.val_loss:.4f}  "
+            f"val photo accuracy {stats.val_photo_accuracy:.2%}  ({stats.seconds:.0f}s, {stats.images_per_s:.0f} photos/s)"
+        )
+
+    result = train(data, out, config, reporter=RichReporter(), on_epoch=show)
+    summary = describe(result)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    v = result.calibration.validation
+    t = result.calibration.thresholds
+    console.print(
+        f"[green]checkpoint[/] {out} in {result.seconds:.0f}s; validation: {v['cases']} cases, coverage {v['coverage']:.1%}, "
+        f"accuracy on covered {v['accuracy_covered']:.2%}; temperature {result.calibration.temperature:.2f}, "
+        f"thresholds counterfeit ≥ {t.counterfeit:.3f}, authentic ≤ {t.authentic:.3f}"
+    )
+    if result.calibration.trained_on.get("synthetic"):
+        console.print("[yellow]trained on synthetic data[/]: a demo model, not for real items")
+
+
+@auth_app.command("build")
+def build_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="checkpoint written by `kiln auth train`")],
+    data: Annotated[Path, typer.Option("--data", help="the dataset it was trained on (calibration and validation photos)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="engine directory to write")],
+    precision: Annotated[str, typer.Option(help="int8 | fp32 | fp16 (GPU)")] = "int8",
+    backend: Annotated[str, typer.Option(help="onnxruntime | torch")] = "onnxruntime",
+    batch: Annotated[str, typer.Option(help="batch profile MIN:OPT:MAX (a case is up to 6 photos)")] = "1:6:32",
+    max_drop: Annotated[float, typer.Option(help="largest accepted per-photo accuracy drop vs FP32, in points")] = 1.0,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="skip the accuracy gate")] = False,
+) -> None:
+    """Build the authentication engine (INT8 by default) behind kiln's accuracy gate."""
+    import time
+
+    from kiln.apps.authenticity.engine import build_auth_engine
+    from kiln.cli.console import console
+    from kiln.engine.spec import BatchProfile, Precision
+    from kiln.progress import RichReporter
+
+    try:
+        prec = Precision(precision)
+    except ValueError as exc:
+        raise KilnError(f"--precision {precision!r} is not one of fp32, fp16, bf16, int8") from exc
+    if not checkpoint.is_file():
+        raise KilnError(f"--checkpoint {checkpoint} is not a file")
+    started = time.perf_counter()
+    outcome = build_auth_engine(checkpoint, data, out, precision=prec, backend=backend, batch=BatchProfile.parse(batch),
+                                max_drop=max_drop, validate=not no_validate, reporter=RichReporter())
+    for note in outcome.notes:
+        console.print(f"[yellow]accuracy gate:[/] {note}")
+    m = outcome.manifest
+    how = "reused from cache" if outcome.cached else f"built in {time.perf_counter() - started:.0f}s"
+    console.print(f"[green]engine[/] {out} ({m.backend} {m.precision.value} on {m.device}, {how})")
+    if m.validation is not None:
+        v = m.validation
+        console.print(f"  accuracy gate: photo accuracy {v.engine_top1:.2f}% vs FP32 {v.reference_top1:.2f}% "
+                      f"(drop {v.drop_points:.2f} ≤ {v.max_drop}), agreement {v.top1_agreement:.2f}%")
+
+
+@auth_app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option("--data", help="held-out dataset (e.g. synthesised with an unseen seed)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for metrics.json, cases.csv and the plots")] = Path("auth-eval"),
+    checkpoint: Annotated[Path | None, typer.Option(help="evaluate the FP32 checkpoint (PyTorch)")] = None,
+    engine: Annotated[Path | None, typer.Option(help="evaluate an engine directory")] = None,
+    threads: Annotated[int | None, typer.Option(help="threads for decoding and PyTorch")] = None,
+) -> None:
+    """Case accuracy at the calibrated coverage, ROC-AUC, confusion matrix and a coverage-vs-accuracy plot."""
+    import json
+    import os
+
+    from kiln.apps.authenticity.evaluate import evaluate, write_outputs
+    from kiln.apps.authenticity.predict import CheckpointPredictor, EnginePredictor, Predictor
+    from kiln.cli.console import console
+    from kiln.progress import RichReporter
+
+    if checkpoint is None and engine is None:
+        raise KilnError("nothing to evaluate", hint="pass --checkpoint auth.pt and/or --engine ENGINE_DIR")
+    threads = threads or os.cpu_count() or 1
+    targets: list[tuple[str, Predictor]] = []
+    if checkpoint is not None:
+        targets.append(("fp32", CheckpointPredictor(checkpoint, threads=threads)))
+    if engine is not None:
+        targets.append(("engine", EnginePredictor(engine)))
+    summary: dict[str, object] = {}
+    for label, predictor in targets:
+        report = evaluate(predictor, data, threads=threads, reporter=RichReporter())
+        folder = out / label if len(targets) > 1 else out
+        write_outputs(report, folder, title=f"{predictor.name}")
+        summary[label] = report.summary()
+        console.print(
+            f"[bold]{predictor.name}[/]: {report.cases} cases, coverage {report.coverage:.1%}, accuracy on decided cases "
+            f"{report.accuracy_covered:.2%} (no abstention {report.accuracy_no_abstention:.2%}), ROC-AUC {report.roc_auc}, "
+            f"rejected photos {report.rejected_photo_rate:.1%}; written to {folder}"
+        )
+        for level, figures in report.by_difficulty.items():
+            console.print(f"  {level}: coverage {figures['coverage']:.1%}, accuracy {figures['accuracy_covered']:.2%}, "
+                          f"counterfeit recall {figures['counterfeit_recall']:.2%}")
+    if len(targets) == 2:
+        fp32, eng = summary["fp32"], summary["engine"]
+        assert isinstance(fp32, dict) and isinstance(eng, dict)
+        drop = (fp32["accuracy_no_abstention"] - eng["accuracy_no_abstention"]) * 100
+        console.print(f"engine vs FP32: case accuracy drop {drop:.2f} points (no abstention)")
+        summary["drop_points"] = round(drop, 3)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(auth_app, name="auth")

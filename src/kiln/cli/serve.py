@@ -1,0 +1,150 @@
+"""Server commands: ``kiln serve`` and ``kiln bench serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kiln.errors import KilnError
+
+bench_app = typer.Typer(help="Measure throughput and latency.", no_args_is_help=True)
+
+
+def serve(
+    repo: Annotated[Path, typer.Option("--repo", help="model repository: REPO/<model>/[config.json] and REPO/<model>/<version>/")],
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol REST, /metrics, apps)")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (inference.GRPCInferenceService); 0 disables gRPC")] = 8001,
+    apps: Annotated[str, typer.Option("--apps", help="comma-separated apps: authenticity, packaging, or module:attribute")] = "",
+    models: Annotated[str, typer.Option("--models", help="serve only these models (comma-separated)")] = "",
+    strict_readiness: Annotated[bool, typer.Option("--strict-readiness", help="stay unready while any model failed to load")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="JSON line per HTTP request")] = True,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at /")] = None,
+) -> None:
+    """Serve a model repository over HTTP and gRPC with dynamic batching."""
+    from kiln.serve.process import ServeOptions, run
+
+    for name, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if not 0 <= port <= 65535:
+            raise KilnError(f"{name} {port} is not a port number (0-65535)")
+    if http_port == grpc_port:
+        raise KilnError(f"--http-port and --grpc-port are both {http_port}", hint="give them different ports")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise KilnError(f"--log-level {log_level!r} is not debug, info, warning or error")
+    if web is not None and not web.is_dir():
+        raise KilnError(f"--web {web} is not a directory")
+    run(
+        ServeOptions(
+            repo=repo,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port or None,
+            apps=[a.strip() for a in apps.split(",") if a.strip()],
+            models=[m.strip() for m in models.split(",") if m.strip()] or None,
+            strict_readiness=strict_readiness,
+            access_log=access_log,
+            log_level=log_level,
+            static_dir=web,
+        )
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(bench_app, name="bench")
+
+
+def _parse_shapes(values: list[str]) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        name, _, dims = value.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            shapes[name] = []
+        if not name or not shapes[name] or any(d <= 0 for d in shapes[name]):
+            raise KilnError(f"--shape {value!r} is not NAME=DxDx...", hint="for example --shape input=1x3x224x224")
+    return shapes
+
+
+def bench_serve(
+    url: Annotated[str, typer.Option(help="server address: http://HOST:PORT for HTTP, HOST:PORT for gRPC")],
+    model: Annotated[str, typer.Option(help="model name")],
+    protocol: Annotated[str, typer.Option(help="http | grpc")] = "http",
+    concurrency: Annotated[str, typer.Option(help="closed-loop concurrency levels, comma-separated")] = "1,8,32",
+    rate: Annotated[float | None, typer.Option(help="open loop: requests per second (replaces --concurrency)")] = None,
+    duration: Annotated[float, typer.Option(help="seconds measured per level")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each closed-loop level")] = 1.0,
+    batch: Annotated[int, typer.Option(help="rows per request (the batch dimension)")] = 1,
+    shape: Annotated[list[str] | None, typer.Option("--shape", help="input shape NAME=DxDx... (dynamic dimensions)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+) -> None:
+    """Load an Open Inference Protocol server (kiln, Triton, KServe) and report throughput and latency."""
+    import asyncio
+    import json
+
+    from kiln.cli.console import console
+    from kiln.serve import loadgen
+
+    if protocol not in ("http", "grpc"):
+        raise KilnError(f"--protocol {protocol!r} is not http or grpc")
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if rate is None and (not levels or any(c < 1 for c in levels)):
+        raise KilnError(f"--concurrency {concurrency!r} is not a list of positive integers", hint="for example 1,8,32")
+    if rate is not None and rate <= 0:
+        raise KilnError("--rate must be positive")
+    if not 0 < duration <= 3600:
+        raise KilnError("--duration must be between 0 and 3600 seconds")
+    if batch < 1:
+        raise KilnError("--batch must be at least 1")
+    shapes = _parse_shapes(shape or [])
+
+    async def run() -> list[dict[str, object]]:
+        from rich.live import Live
+
+        metadata = await loadgen.fetch_metadata(url if protocol == "grpc" or "://" in url else f"http://{url}", model, protocol)
+        inputs = loadgen.make_inputs(metadata, batch, shapes)
+        plans: list[tuple[str, float | int]] = [("open", rate)] if rate is not None else [("closed", c) for c in levels]
+        results = []
+        for mode, level in plans:
+            target = loadgen.make_target(url, model, protocol, inputs, connections=int(level) if mode == "closed" else 256)
+            label = f"{protocol} {'concurrency' if mode == 'closed' else 'rate'} {level}"
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+
+                def show(p: loadgen.Progress, label: str = label, live: Live = live) -> None:
+                    rps = p.requests / p.elapsed_s if p.elapsed_s > 0 else 0.0
+                    live.update(f"[bold]{label}[/]: {min(p.elapsed_s, p.duration_s):5.1f}/{p.duration_s:.0f} s  "
+                                f"{p.requests} ok  {p.errors} errors  {rps:,.1f} req/s")
+
+                try:
+                    if mode == "closed":
+                        result = await loadgen.closed_loop(target, int(level), duration, batch=batch, protocol=protocol, warmup_s=warmup, on_progress=show)
+                    else:
+                        result = await loadgen.open_loop(target, float(level), duration, batch=batch, protocol=protocol, on_progress=show)
+                finally:
+                    await target.close()
+            summary = result.summary()
+            latency = summary["latency_ms"]
+            assert isinstance(latency, dict)
+            console.print(
+                f"{label}: {summary['throughput_rps']:,.1f} req/s ({summary['items_per_s']:,.1f} items/s), "
+                f"p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms, p99 {latency['p99']:.2f} ms, "
+                f"errors {summary['errors']}" + (f" {summary['errors_by_reason']}" if summary["errors"] else "")
+            )
+            results.append(summary)
+        return results
+
+    runs = asyncio.run(run())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"url": url, "model": model, "protocol": protocol, "batch": batch, "runs": runs}, indent=2) + "\n")
+
+
+bench_app.command("serve")(bench_serve)
+

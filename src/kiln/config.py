@@ -1,0 +1,39 @@
+"""Typed settings read from the environment (prefix ``KILN_``) with strict casting."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; every field can be set as ``KILN_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".kiln", description="state, caches, demo data")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
+    broker: str | None = Field(default=None, description="amqp:// URL; default in-process queue")
+    log_level: str = "info"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def engine_cache_dir(self) -> Path:
+        return self.cache_dir / "engines"
+
+    def database_url(self) -> str:
+        return self.db or f"sqlite:///{self.home / 'kiln.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Engine layer: import, export, build, calibrate, validate, profile; engine artifacts and backends."""

@@ -1,0 +1,1 @@
+"""Serving layer: model repository, dynamic batching, Open Inference Protocol, metrics, jobs, store."""

@@ -1,0 +1,449 @@
+"""Dynamic batching: requests in, batches out, run by N engine instances on their own threads.
+
+The pieces, each testable without HTTP:
+
+- ``BatchQueue``: a bounded, thread-safe queue with priority levels. ``next_batch`` is the one
+  batching rule: take requests (highest priority first, then oldest) with the same item shapes
+  until ``max_batch_size`` items; dispatch at once when the batch is full, reaches the largest
+  preferred size, or the oldest request has waited ``max_queue_delay``; otherwise wait on a
+  monotonic deadline. A full queue rejects at once (``UnavailableError`` → 503 / UNAVAILABLE).
+- ``Instance``: a thread that owns one runner, pulls a batch whenever it is idle (so N instances
+  run N batches concurrently), concatenates the requests' inputs, runs the engine, checks that it
+  returned one output row per input row, and hands each request its slice of the outputs.
+- ``DynamicBatcher``: the asyncio face: ``submit`` enqueues and awaits the result with a
+  deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); a watchdog replaces an
+  instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.
+
+Results cross back to the event loop with one ``call_soon_threadsafe`` per batch, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+
+
+class InferenceFailedError(KilnError):
+    """An engine instance failed on a batch (a server-side fault, not the client's)."""
+
+    status = 500
+
+
+class InstanceRunner(Protocol):
+    """What an instance runs: kiln's ``Runner`` (and test doubles) fit."""
+
+    def infer(self, inputs: Tensors, *, check: bool = True) -> Tensors: ...
+
+
+class BatchObserver(Protocol):
+    """Where the batcher reports what it did (metrics); every method must be cheap and thread-safe."""
+
+    def queued(self, delta: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+    def batch_done(
+        self, items: int, requests: int, queue_s: list[float], input_s: float, infer_s: float, output_s: float
+    ) -> None: ...
+
+    def batch_failed(self, requests: int, reason: str) -> None: ...
+
+    def instance_replaced(self) -> None: ...
+
+
+class NullObserver:
+    def queued(self, delta: int) -> None:
+        return None
+
+    def rejected(self, reason: str) -> None:
+        return None
+
+    def batch_done(
+        self, items: int, requests: int, queue_s: list[float], input_s: float, infer_s: float, output_s: float
+    ) -> None:
+        return None
+
+    def batch_failed(self, requests: int, reason: str) -> None:
+        return None
+
+    def instance_replaced(self) -> None:
+        return None
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """One request waiting for its outputs."""
+
+    inputs: Tensors
+    items: int
+    signature: tuple[Any, ...]
+    priority: int
+    arrival: float
+    future: asyncio.Future[Tensors]
+    loop: asyncio.AbstractEventLoop
+    started: float = 0.0
+    done: bool = False
+
+
+def signature_of(inputs: Tensors) -> tuple[Any, ...]:
+    """Requests can share a batch only when every input has the same dtype and non-batch shape."""
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(inputs.items()))
+
+
+@dataclass
+class BatchPolicy:
+    max_batch_size: int
+    max_queue_delay_s: float = 0.001
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    max_queue_size: int = 256
+    priority_levels: int = 2
+
+
+class BatchQueue:
+    """Bounded priority queue that hands out batches under one lock (thread-safe)."""
+
+    def __init__(self, policy: BatchPolicy, observer: BatchObserver | None = None) -> None:
+        if policy.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.policy = policy
+        self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
+        self._count = 0
+        self._closed = False
+        self._cond = threading.Condition(threading.Lock())
+        self._observer = observer or NullObserver()
+        self._dispatch_at = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, request: Pending) -> None:
+        with self._cond:
+            if self._closed:
+                self._observer.rejected("shutting_down")
+                raise UnavailableError("the server is shutting down", hint="retry on another replica", retry_after_s=5)
+            if self._count >= self.policy.max_queue_size:
+                self._observer.rejected("queue_full")
+                raise UnavailableError(
+                    f"the queue is full ({self.policy.max_queue_size} requests waiting)",
+                    hint="retry after a short pause or lower the request rate",
+                    retry_after_s=1,
+                )
+            level = min(max(request.priority, 0), self.policy.priority_levels - 1)
+            self._levels[level].append(request)
+            self._count += 1
+            self._cond.notify()
+        self._observer.queued(1)
+
+    def discard(self, request: Pending) -> bool:
+        """Removes a request that no longer needs running (timed out, client gone)."""
+        with self._cond:
+            for level in self._levels:
+                try:
+                    level.remove(request)
+                except ValueError:
+                    continue
+                self._count -= 1
+                self._observer.queued(-1)
+                return True
+        return False
+
+    def close(self) -> None:
+        """Stops intake; requests already queued are still handed out (drain)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _select(self) -> tuple[list[Pending], int, bool]:
+        """The batch to run next: (requests, items, whether waiting could not make it bigger)."""
+        limit = self.policy.max_batch_size
+        chosen: list[Pending] = []
+        items = 0
+        blocked = False
+        signature: tuple[Any, ...] | None = None
+        for level in self._levels:
+            for request in level:
+                if signature is None:
+                    signature = request.signature
+                elif request.signature != signature:
+                    continue
+                if items + request.items > limit:
+                    blocked = True
+                    break
+                chosen.append(request)
+                items += request.items
+                if items == limit:
+                    return chosen, items, True
+            if blocked:
+                break
+        return chosen, items, blocked
+
+    def _oldest_arrival(self) -> float:
+        return min(level[0].arrival for level in self._levels if level)
+
+    def _take(self, chosen: list[Pending]) -> list[Pending]:
+        for request in chosen:
+            self._levels[min(max(request.priority, 0), self.policy.priority_levels - 1)].remove(request)
+        self._count -= len(chosen)
+        return chosen
+
+    def _trim_to_preferred(self, chosen: list[Pending]) -> list[Pending]:
+        kept: list[Pending] = []
+        items = 0
+        for request in chosen:
+            if kept and items + request.items > self._dispatch_at:
+                break
+            kept.append(request)
+            items += request.items
+        return kept
+
+    def next_batch(self, stop: threading.Event | None = None) -> list[Pending] | None:
+        """Blocks until a batch is due; None once the queue is closed and empty (or ``stop`` is set)."""
+        delay = self.policy.max_queue_delay_s
+        with self._cond:
+            while True:
+                if stop is not None and stop.is_set():
+                    return None
+                if self._count == 0:
+                    if self._closed:
+                        return None
+                    self._cond.wait(timeout=0.5 if stop is not None else None)
+                    continue
+                chosen, items, full = self._select()
+                if full or self._closed:
+                    batch = self._take(chosen)
+                    break
+                if self.policy.preferred_batch_sizes and items >= self._dispatch_at:
+                    batch = self._take(self._trim_to_preferred(chosen))
+                    break
+                wait = self._oldest_arrival() + delay - time.monotonic()
+                if wait <= 0:
+                    batch = self._take(chosen)
+                    break
+                self._cond.wait(timeout=wait)
+        self._observer.queued(-len(batch))
+        return batch
+
+
+def _deliver(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
+    """Runs on the event loop: completes each request's future once."""
+    for request, outcome in results:
+        if request.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
+
+
+def run_batch(runner: InstanceRunner, batch: list[Pending]) -> tuple[list[Tensors] | BaseException, float, float, float]:
+    """Concatenates, runs and splits one batch; returns per-request outputs (or the error) and timings."""
+    t0 = time.perf_counter()
+    if len(batch) == 1:
+        inputs = batch[0].inputs
+    else:
+        inputs = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
+    total = sum(r.items for r in batch)
+    t1 = time.perf_counter()
+    try:
+        outputs = runner.infer(inputs, check=False)
+    except KilnError as exc:
+        return InferenceFailedError(f"the engine failed on a batch of {total}: {exc.message}"), t1 - t0, 0.0, 0.0
+    except Exception as exc:  # any engine/runtime error fails this batch only; the instance lives on
+        log.exception("engine failure on a batch of %d", total)
+        return InferenceFailedError(f"the engine failed on a batch of {total}: {type(exc).__name__}: {exc}"), t1 - t0, 0.0, 0.0
+    t2 = time.perf_counter()
+    for name, array in outputs.items():
+        rows = array.shape[0] if array.ndim else 0
+        if rows != total:
+            error = InferenceFailedError(
+                f"the engine returned {rows} rows of output {name!r} for {total} input rows",
+                hint="the engine must keep the batch dimension first",
+            )
+            return error, t1 - t0, t2 - t1, 0.0
+    if len(batch) == 1:
+        split = [outputs]
+    else:
+        split = []
+        offset = 0
+        for request in batch:
+            end = offset + request.items
+            split.append({name: array[offset:end] for name, array in outputs.items()})
+            offset = end
+    return split, t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+class Instance:
+    """One engine instance: a thread that runs batches from the queue on its own runner."""
+
+    _ids = itertools.count()
+
+    def __init__(self, name: str, runner: InstanceRunner, queue: BatchQueue, observer: BatchObserver) -> None:
+        self.name = f"{name}#{next(self._ids)}"
+        self.runner = runner
+        self.queue = queue
+        self.observer = observer
+        self.busy_since: float | None = None
+        self.abandoned = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"kiln-instance-{self.name}", daemon=True)
+
+    def start(self) -> Instance:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self.abandoned.is_set():
+            batch = self.queue.next_batch(self.abandoned)
+            if batch is None:
+                return
+            self.busy_since = time.monotonic()
+            try:
+                self._execute(batch)
+            finally:
+                self.busy_since = None
+
+    def _execute(self, batch: list[Pending]) -> None:
+        started = time.monotonic()
+        queue_s = [started - r.arrival for r in batch]
+        outcome, input_s, infer_s, output_s = run_batch(self.runner, batch)
+        if isinstance(outcome, BaseException):
+            self.observer.batch_failed(len(batch), "engine_error")
+            results: list[tuple[Pending, Tensors | BaseException]] = [(r, outcome) for r in batch]
+        else:
+            self.observer.batch_done(sum(r.items for r in batch), len(batch), queue_s, input_s, infer_s, output_s)
+            results = list(zip(batch, outcome, strict=True))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Tensors | BaseException]]] = {}
+        for request, result in results:
+            by_loop.setdefault(request.loop, []).append((request, result))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for these results
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+class DynamicBatcher:
+    """Batches requests for one model version over N instances; the asyncio side of batching."""
+
+    def __init__(
+        self,
+        name: str,
+        runners: list[InstanceRunner],
+        policy: BatchPolicy,
+        *,
+        observer: BatchObserver | None = None,
+        runner_factory: Callable[[], InstanceRunner] | None = None,
+        hang_after_s: float | None = None,
+    ) -> None:
+        if not runners:
+            raise ValueError("a batcher needs at least one runner")
+        self.name = name
+        self.policy = policy
+        self.observer = observer or NullObserver()
+        self.queue = BatchQueue(policy, self.observer)
+        self.instances = [Instance(name, runner, self.queue, self.observer) for runner in runners]
+        self._runner_factory = runner_factory
+        self._hang_after_s = hang_after_s
+        self._watchdog: asyncio.Task[None] | None = None
+        self._replacing = 0
+
+    def start(self) -> DynamicBatcher:
+        for instance in self.instances:
+            instance.start()
+        if self._hang_after_s is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(self._hang_after_s))
+        return self
+
+    async def submit(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float) -> Tensors:
+        """Runs ``items`` rows through the model with others; raises 503/504-type errors as documented."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Tensors] = loop.create_future()
+        request = Pending(inputs, items, signature_of(inputs), priority, time.monotonic(), future, loop)
+        self.queue.put(request)
+        timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.queue.discard(request)  # the caller went away: don't spend engine time on it
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, request: Pending, timeout_s: float) -> None:
+        if request.future.done():
+            return
+        queued = self.queue.discard(request)
+        self.observer.rejected("timeout")
+        where = "waiting in the queue" if queued else "while its batch was running"
+        request.future.set_exception(
+            DeadlineExceededError(
+                f"{self.name}: the request did not complete within {timeout_s:g} s ({where})",
+                hint="raise the timeout or lower the load",
+            )
+        )
+
+    async def _watch(self, hang_after_s: float) -> None:
+        """Replaces an instance stuck in one batch longer than ``hang_after_s`` (its requests have timed out)."""
+        while True:
+            await asyncio.sleep(min(1.0, hang_after_s / 4))
+            now = time.monotonic()
+            for instance in list(self.instances):
+                since = instance.busy_since
+                if since is None or now - since < hang_after_s or instance.abandoned.is_set():
+                    continue
+                log.error("%s: instance %s busy for %.1f s; replacing it", self.name, instance.name, now - since)
+                instance.abandoned.set()
+                self.instances.remove(instance)
+                self.observer.instance_replaced()
+                if self._runner_factory is not None:
+                    self._replacing += 1
+                    try:
+                        runner = await asyncio.to_thread(self._runner_factory)
+                    except KilnError as exc:
+                        log.error("%s: could not start a replacement instance: %s", self.name, exc)
+                        continue
+                    finally:
+                        self._replacing -= 1
+                    replacement = Instance(self.name, runner, self.queue, self.observer).start()
+                    self.instances.append(replacement)
+
+    @property
+    def healthy(self) -> bool:
+        return any(not i.abandoned.is_set() for i in self.instances) or self._replacing > 0
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stops intake, lets the instances drain the queue and finish their batches."""
+        self.queue.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        deadline = time.monotonic() + timeout_s
+        for instance in self.instances:
+            await asyncio.to_thread(instance.join, max(0.0, deadline - time.monotonic()))
+        # Let the results the instances posted reach their futures before the loop moves on.
+        await asyncio.sleep(0)

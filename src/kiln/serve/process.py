@@ -1,0 +1,142 @@
+"""``kiln serve``: HTTP (uvicorn) and gRPC (grpc.aio) in one process, on one event loop.
+
+Shutdown on SIGINT/SIGTERM is graceful: uvicorn stops accepting and finishes open HTTP
+requests, then the app's lifespan stops gRPC (with a grace period), shuts the app plugins
+down and drains every batcher queue, finishing in-flight batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    repo: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = 8001
+    apps: list[str] = field(default_factory=list)
+    models: list[str] | None = None
+    strict_readiness: bool = False
+    access_log: bool = True
+    log_level: str = "info"
+    static_dir: Path | None = None
+    grpc_grace_s: float = 10.0
+    max_grpc_message_bytes: int = 64 << 20
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    # Access records are already JSON objects: print them as they are.
+    access = logging.getLogger("kiln.access")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | None = None) -> None:
+    """Runs the server until SIGINT/SIGTERM (or until ``server.should_exit`` is set on the uvicorn
+    server handed to ``on_started``, which embedders and tests use to stop it)."""
+    import uvicorn
+
+    from kiln.serve.app import create_app, server_state
+    from kiln.serve.oip_grpc import create_grpc_server
+
+    if not options.repo.is_dir():
+        raise KilnError(f"model repository {options.repo} is not a directory", hint="pass --repo DIR")
+    if not _is_loopback(options.host):
+        log.warning("binding %s: the server is reachable from other machines", options.host)
+    state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness)
+    app = create_app(state, access_log=options.access_log, static_dir=options.static_dir)
+    grpc_server = None
+    if options.grpc_port is not None:
+        grpc_server = create_grpc_server(
+            state, f"{options.host}:{options.grpc_port}", max_message_bytes=options.max_grpc_message_bytes
+        )
+        await grpc_server.start()
+        server = grpc_server
+
+        async def stop_grpc() -> None:
+            await server.stop(grace=options.grpc_grace_s)
+
+        state.before_shutdown.append(stop_grpc)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.http_port,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop="none",
+        lifespan="on",
+        access_log=False,  # kiln's own middleware logs each request as JSON with its id
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        limit_concurrency=None,
+        backlog=2048,
+    )
+    http_server = uvicorn.Server(config)
+    if on_started is not None:
+        on_started(http_server)
+    log.info(
+        "kiln serving %s on http://%s:%d%s", options.repo, options.host, options.http_port,
+        f" and grpc://{options.host}:{options.grpc_port}" if options.grpc_port is not None else "",
+    )
+    try:
+        await http_server.serve()
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=0)  # already stopped gracefully by the lifespan unless start-up failed
+    if not http_server.started:
+        raise KilnError(f"could not start HTTP on {options.host}:{options.http_port}", hint="is the port in use? choose another --http-port")
+
+
+def run(options: ServeOptions) -> None:
+    """Blocking entry point for the CLI: uvloop when installed, else asyncio's default loop."""
+    configure_logging(options.log_level)
+    loop_factory = None
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(options))

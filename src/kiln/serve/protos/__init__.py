@@ -1,0 +1,1 @@
+"""Open Inference Protocol gRPC messages (generated from the ``.proto`` files beside this module)."""

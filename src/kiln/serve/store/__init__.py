@@ -1,0 +1,9 @@
+"""The store: cases, their photos and reports, verified references and jobs, behind SQLAlchemy.
+
+SQLite (WAL mode) by default, PostgreSQL by URL (``postgresql+psycopg://``); the same tables on both.
+"""
+
+from kiln.serve.store.database import CaseQuery, Store, open_store
+from kiln.serve.store.models import Base, CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord
+
+__all__ = ["Base", "CaseImageRecord", "CaseQuery", "CaseRecord", "JobRecord", "ReferenceRecord", "Store", "open_store"]

@@ -1,0 +1,267 @@
+"""Engine and sessions from a URL, and the operations the apps and the job transport need.
+
+Every method opens its own short session, so the store is safe to call from worker threads
+(the app calls it through ``asyncio.to_thread`` to keep the event loop free).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker, undefer
+from sqlalchemy.pool import StaticPool
+
+from kiln.errors import KilnError, NotFoundError, UnavailableError
+from kiln.serve.store.models import Base, CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
+
+log = logging.getLogger(__name__)
+
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    verdict: str | None = None
+    brand: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed while one writer commits; NORMAL sync is durable across app crashes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    try:
+        if url.startswith("sqlite"):
+            memory = url in ("sqlite://", "sqlite:///:memory:")
+            if not memory:
+                path = url.split("///", 1)[-1]
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 10},
+                poolclass=StaticPool if memory else None,
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise KilnError(f"cannot use database URL {_redact(url)!r}: {exc}",
+                        hint="use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB") from exc
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class Store:
+    """Cases, case images, references and jobs in one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def url(self) -> str:
+        return _redact(self.engine.url.render_as_string(hide_password=True))
+
+    def create_schema(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise UnavailableError(f"database {self.url} is unreachable: {exc.orig}", hint="check the --db URL and the server") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise UnavailableError(f"database {self.url} is unavailable: {exc.orig}", retry_after_s=2.0) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # --- cases ---------------------------------------------------------------------------------
+    def save_case(self, case: CaseRecord) -> bool:
+        """Inserts a case with its images; returns False when a case with that id already exists."""
+        try:
+            with self.session() as session:
+                if session.get(CaseRecord, case.id) is not None:
+                    return False
+                session.add(case)
+        except IntegrityError:
+            return False  # a concurrent writer stored the same case id first: exactly once
+        return True
+
+    def get_case(self, case_id: str) -> CaseRecord:
+        with self.session() as session:
+            case = session.get(CaseRecord, case_id)
+            if case is None:
+                raise NotFoundError(f"case {case_id!r} not found")
+            return case
+
+    def list_cases(self, query: CaseQuery) -> tuple[list[CaseRecord], int]:
+        """One page of cases, newest first, and the total matching the filters."""
+        conditions = []
+        if query.verdict:
+            conditions.append(CaseRecord.verdict == query.verdict)
+        if query.brand:
+            conditions.append(CaseRecord.brand == query.brand)
+        if query.since:
+            conditions.append(CaseRecord.created_at >= query.since)
+        if query.until:
+            conditions.append(CaseRecord.created_at < query.until)
+        with self.session() as session:
+            total = session.scalar(select(func.count()).select_from(CaseRecord).where(*conditions)) or 0
+            rows = session.scalars(
+                select(CaseRecord).where(*conditions).order_by(CaseRecord.created_at.desc(), CaseRecord.id)
+                .limit(query.limit).offset(query.offset)
+            ).all()
+            return list(rows), int(total)
+
+    def case_image(self, case_id: str, position: int) -> CaseImageRecord:
+        with self.session() as session:
+            image = session.scalar(
+                select(CaseImageRecord).options(undefer(CaseImageRecord.data))
+                .where(CaseImageRecord.case_id == case_id, CaseImageRecord.position == position)
+            )
+            if image is None:
+                if session.get(CaseRecord, case_id) is None:
+                    raise NotFoundError(f"case {case_id!r} not found")
+                raise NotFoundError(f"case {case_id!r} has no photo {position}")
+            return image
+
+    def case_images_with_data(self, case_id: str) -> list[CaseImageRecord]:
+        with self.session() as session:
+            return list(session.scalars(
+                select(CaseImageRecord).options(undefer(CaseImageRecord.data))
+                .where(CaseImageRecord.case_id == case_id).order_by(CaseImageRecord.position)
+            ).all())
+
+    def get_report(self, case_id: str, kind: str) -> str | bytes | None:
+        column = CaseRecord.report_html if kind == "html" else CaseRecord.report_pdf
+        with self.session() as session:
+            row = session.execute(select(column, CaseRecord.id).where(CaseRecord.id == case_id)).first()
+            if row is None:
+                raise NotFoundError(f"case {case_id!r} not found")
+            return row[0]  # type: ignore[no-any-return]
+
+    def set_report(self, case_id: str, kind: str, content: str | bytes) -> None:
+        with self.session() as session:
+            case = session.get(CaseRecord, case_id)
+            if case is None:
+                raise NotFoundError(f"case {case_id!r} not found")
+            if kind == "html":
+                case.report_html = str(content)
+            else:
+                case.report_pdf = bytes(content) if isinstance(content, bytes) else content.encode()
+
+    # --- references ----------------------------------------------------------------------------
+    def add_references(self, records: list[ReferenceRecord]) -> None:
+        with self.session() as session:
+            session.add_all(records)
+
+    def list_references(self, *, embedding_space: str | None = None, brand: str | None = None,
+                        model: str | None = None, view: str | None = None) -> list[ReferenceRecord]:
+        conditions = []
+        if embedding_space is not None:
+            conditions.append(ReferenceRecord.embedding_space == embedding_space)
+        if brand is not None:
+            conditions.append(ReferenceRecord.brand == brand)
+        if model is not None:
+            conditions.append(ReferenceRecord.model == model)
+        if view is not None:
+            conditions.append(ReferenceRecord.view == view)
+        with self.session() as session:
+            return list(session.scalars(
+                select(ReferenceRecord).where(*conditions).order_by(ReferenceRecord.created_at, ReferenceRecord.id)
+            ).all())
+
+    def reference_preview(self, reference_id: str) -> bytes:
+        with self.session() as session:
+            data = session.scalar(select(ReferenceRecord.preview).where(ReferenceRecord.id == reference_id))
+            if data is None:
+                raise NotFoundError(f"reference {reference_id!r} not found")
+            return data
+
+    def delete_reference(self, reference_id: str) -> None:
+        with self.session() as session:
+            record = session.get(ReferenceRecord, reference_id)
+            if record is None:
+                raise NotFoundError(f"reference {reference_id!r} not found")
+            session.delete(record)
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def create_job(self, job_id: str, kind: str) -> JobRecord:
+        with self.session() as session:
+            job = JobRecord(id=job_id, kind=kind, status="queued", attempts=0)
+            session.add(job)
+            return job
+
+    def update_job(self, job_id: str, status: str, *, case_id: str | None = None, error: str | None = None,
+                   error_status: int | None = None) -> JobRecord:
+        if status not in JOB_STATES:
+            raise ValueError(f"unknown job status {status!r}")
+        with self.session() as session:
+            job = session.get(JobRecord, job_id)
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} not found")
+            job.status = status
+            job.updated_at = utcnow()
+            if status == "running":
+                job.attempts += 1
+            if case_id is not None:
+                job.case_id = case_id
+            if error is not None:
+                job.error = error
+                job.error_status = error_status
+            return job
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self.session() as session:
+            job = session.get(JobRecord, job_id)
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} not found")
+            return job
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """A store on ``url`` (creating the tables unless ``create`` is False)."""
+    store = Store(make_engine(url))
+    if create:
+        store.create_schema()
+    return store

@@ -1,0 +1,157 @@
+"""Calibration, thresholds, fusion, the quality gate and the distribution check, on controlled inputs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from kiln.apps.authenticity.assessment import assess_case
+from kiln.apps.authenticity.calibration import (
+    AuthCalibration,
+    Thresholds,
+    ViewProfile,
+    choose_thresholds,
+    fit_logistic,
+    fit_temperature,
+)
+from kiln.apps.authenticity.fusion import ViewScore, fuse, hottest_region
+from kiln.apps.authenticity.ood import check_distribution
+from kiln.apps.authenticity.quality import QualityLimits, check_quality, learn_limits, measure
+from kiln.apps.authenticity.views import VIEWS, Verdict
+from kiln.errors import KilnError
+
+
+def _calibration(**thresholds: float) -> AuthCalibration:
+    eye = np.eye(len(VIEWS), 8)
+    views = {
+        view: ViewProfile(centroid=eye[i].tolist(), min_similarity=0.6, stats_mean=[0.5] * 6, stats_std=[0.1] * 6)
+        for i, view in enumerate(VIEWS)
+    }
+    return AuthCalibration(backbone="x", embed_dim=8, image_size=64, temperature=2.0, fusion_scale=1.0, fusion_bias=0.0,
+                           thresholds=Thresholds(counterfeit=0.95, authentic=0.05, min_authentic_views=3, **thresholds),
+                           views=views)
+
+
+def test_temperature_recovers_the_true_scale() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 3, 20000)
+    targets = (rng.random(20000) < 1 / (1 + np.exp(-true_logits))).astype(float)
+    assert fit_temperature(true_logits * 2.5, targets) == pytest.approx(2.5, rel=0.05)
+
+
+def test_logistic_calibration_and_thresholds_meet_the_target_precision() -> None:
+    rng = np.random.default_rng(1)
+    labels = (rng.random(4000) < 0.5).astype(int)
+    scores = rng.normal(labels * 4 - 2, 1.5)
+    a, b = fit_logistic(scores, labels)
+    p = 1 / (1 + np.exp(-(a * scores + b)))
+    t_c, t_a = choose_thresholds(p, labels, 0.99)
+    assert t_c >= 0.99 and t_a <= 0.01
+    fake = p >= t_c
+    real = p <= t_a
+    assert labels[fake].mean() >= 0.99 and (1 - labels[real]).mean() >= 0.99
+    assert 0.2 < fake.mean() + real.mean() < 1.0, "some cases are decided, some abstained on"
+
+
+def test_one_convincing_view_makes_a_counterfeit_and_the_reason_names_it() -> None:
+    cal = _calibration()
+    heat = np.zeros((3, 3))
+    heat[0, 2] = 5.0
+    scores = [ViewScore(i, v, -12.0, -np.ones((3, 3))) for i, v in enumerate(VIEWS[:5])]
+    scores.append(ViewScore(5, "overall", 14.0, heat))
+    result = fuse(scores, cal)
+    assert result.verdict is Verdict.COUNTERFEIT and result.confidence >= 0.95
+    assert result.drivers == [5]
+    assert "overall" in result.reasons[0] and "upper right" in result.reasons[0]
+
+
+def test_authentic_needs_enough_views_and_low_scores() -> None:
+    cal = _calibration()
+    clean = [ViewScore(i, v, -14.0, -np.ones((3, 3))) for i, v in enumerate(VIEWS)]
+    result = fuse(clean, cal)
+    assert result.verdict is Verdict.AUTHENTIC and result.confidence > 0.95
+    few = fuse(clean[:2], cal)
+    assert few.verdict is Verdict.INCONCLUSIVE and "needs 3 views" in few.reasons[0]
+    doubtful = fuse([*clean[:5], ViewScore(5, "overall", 0.0, np.zeros((3, 3)))], cal)
+    assert doubtful.verdict is Verdict.INCONCLUSIVE and "overall" in doubtful.reasons[0]
+    assert fuse([], cal, rejected=3).verdict is Verdict.INCONCLUSIVE
+
+
+def test_hottest_region_names() -> None:
+    grid = np.zeros((5, 5))
+    grid[4, 0] = 1
+    assert hottest_region(grid) == "lower left"
+    grid[2, 2] = 3
+    assert hottest_region(grid) == "centre"
+    assert hottest_region(-grid, sign=-1) == "centre"
+
+
+def _texture(seed: int = 0, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(40, 215, (24, 24, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base.astype(int) + rng.integers(-25, 25, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_quality_gate_finds_blur_darkness_glare_and_small_photos() -> None:
+    limits = QualityLimits(min_side=200, min_sharpness=50.0)
+    sharp = _texture()
+    assert check_quality(measure(sharp, 1000, 800), limits) == []
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    assert [f.code for f in check_quality(measure(blurred, 1000, 800), limits)] == ["blur"]
+    dark = (sharp * 0.05).astype(np.uint8)
+    assert "underexposed" in [f.code for f in check_quality(measure(dark, 1000, 800), limits)]
+    glare = sharp.copy()
+    glare[10:60, 10:60] = 255
+    codes = [f.code for f in check_quality(measure(glare, 1000, 800), limits)]
+    assert "glare" in codes
+    assert [f.code for f in check_quality(measure(sharp, 150, 800), limits)] == ["resolution"]
+    finding = check_quality(measure(blurred, 1000, 800), limits)[0]
+    assert finding.guidance and "sharpness" in finding.message
+
+
+def test_learned_limits_accept_the_training_photos() -> None:
+    photos = [measure(_texture(seed), 512, 512) for seed in range(40)]
+    limits = learn_limits(photos, min_side=224)
+    assert all(check_quality(m, limits) == [] for m in photos)
+
+
+def test_distribution_check_finds_wrong_views_and_strangers() -> None:
+    cal = _calibration()
+    stats = [0.5] * 6
+    own = np.eye(len(VIEWS), 8)[VIEWS.index("logo")]
+    assert check_distribution("logo", own, stats, cal) == []
+    lining = np.eye(len(VIEWS), 8)[VIEWS.index("lining")]
+    wrong = check_distribution("logo", lining, stats, cal)
+    assert [f.code for f in wrong] == ["wrong_view"] and "lining" in wrong[0].message
+    stranger = np.zeros(8)
+    stranger[7] = 1.0
+    assert [f.code for f in check_distribution("logo", stranger, stats, cal)] == ["out_of_distribution"]
+    odd_stats = [0.5] * 5 + [5.0]
+    assert [f.code for f in check_distribution("logo", own, odd_stats, cal)] == ["out_of_distribution"]
+
+
+def test_rejected_photos_never_count() -> None:
+    """Even a photo the model scores as blatantly counterfeit is ignored once the gate rejects it."""
+    cal = _calibration()
+    views = list(VIEWS)
+    embeddings = np.eye(len(VIEWS), 8)
+    good = measure(_texture(), 1000, 1000)
+    metrics = [good] * 6
+    # stats must match the profiles: give every profile the good photo's statistics
+    for profile in cal.views.values():
+        profile.stats_mean = good.stats()
+    logits = np.full((6, 1), -14.0, np.float32)
+    logits[2] = 30.0
+    embeddings[2] = 0.0
+    embeddings[2, 7] = 1.0  # hardware photo of something else entirely
+    result = assess_case(views, metrics, {"logit": logits, "embedding": embeddings, "heatmap": np.zeros((6, 3, 3))}, cal)
+    assert not result.photos[2].ok and result.photos[2].probability is None
+    assert result.fusion.verdict is Verdict.AUTHENTIC
+
+
+def test_calibration_must_come_from_auth_training() -> None:
+    with pytest.raises(KilnError, match="not trained by `kiln auth train`"):
+        AuthCalibration.from_extra({}, where="engine x")
+    with pytest.raises(KilnError, match="invalid"):
+        AuthCalibration.from_extra({"app": "authenticity"}, where="engine x")

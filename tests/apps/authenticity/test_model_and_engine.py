@@ -1,0 +1,123 @@
+"""The registered model, its INT8 engine built by kiln's toolkit, training output and evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kiln.apps.authenticity.calibration import AuthCalibration
+from kiln.apps.authenticity.imaging import decode_photo
+from kiln.apps.authenticity.model import MODEL_NAME, OUTPUT_NAMES, PREPROCESSING, auth_multiview
+from kiln.apps.authenticity.train import TrainResult
+from kiln.engine.models import get_model
+from kiln.errors import KilnError
+
+
+def test_model_is_registered_with_kiln() -> None:
+    entry = get_model(MODEL_NAME)
+    assert entry.output_names == OUTPUT_NAMES and entry.dynamic_hw is False
+    assert entry.preprocessing.crop_pct == 1.0
+
+
+def test_one_pass_gives_logit_unit_embedding_and_heatmap() -> None:
+    torch.manual_seed(0)
+    model = auth_multiview(backbone="test_resnet", embed_dim=16).eval()
+    with torch.inference_mode():
+        logit, embedding, heatmap = model(torch.randn(3, 3, 64, 64))
+    assert logit.shape == (3, 1) and embedding.shape == (3, 16) and heatmap.dim() == 3 and heatmap.shape[0] == 3
+    assert torch.allclose(embedding.norm(dim=1), torch.ones(3), atol=1e-4)
+    # The logit is a smooth maximum of the heatmap: between its mean and its maximum.
+    cells = heatmap.flatten(1)
+    assert torch.all(logit[:, 0] >= cells.mean(1) - 1e-4) and torch.all(logit[:, 0] <= cells.max(1).values + 1e-4)
+
+
+def test_bad_backbone_options() -> None:
+    with pytest.raises(KilnError, match="no backbone"):
+        auth_multiview(backbone="no_such_net")
+    with pytest.raises(KilnError, match="embed_dim"):
+        auth_multiview(embed_dim=3)
+
+
+def test_checkpoint_carries_the_calibration(trained: TrainResult) -> None:
+    data = torch.load(trained.checkpoint, weights_only=True)
+    cal = AuthCalibration.from_extra(data["kiln_extra"])
+    assert cal.backbone == "test_resnet" and cal.image_size == 64 and cal.embed_dim == 32
+    assert set(cal.views) == {"logo", "stitching", "hardware", "date_code", "lining", "overall"}
+    for profile in cal.views.values():
+        assert len(profile.centroid) == 32 and abs(np.linalg.norm(profile.centroid) - 1) < 1e-3
+        assert len(profile.stats_mean) == len(profile.stats_std) == 6
+    assert 0.05 <= cal.temperature <= 50
+    assert cal.thresholds.counterfeit >= cal.thresholds.target_precision
+    assert cal.thresholds.authentic <= 1 - cal.thresholds.target_precision
+    assert cal.trained_on["synthetic"] is True
+    assert set(cal.validation) >= {"cases", "coverage", "accuracy_covered", "photo_accuracy"}
+    assert len(trained.history) == 2
+    summary = json.loads(json.dumps(trained.history[0].__dict__))
+    assert summary["epoch"] == 1
+
+
+def test_int8_engine_from_checkpoint_matches_fp32_and_carries_calibration(
+    trained: TrainResult, synth_data: Path, tmp_path: Path
+) -> None:
+    from kiln.apps.authenticity.engine import build_auth_engine
+    from kiln.apps.authenticity.predict import CheckpointPredictor, EnginePredictor
+    from kiln.engine.spec import BatchProfile, Precision
+
+    outcome = build_auth_engine(trained.checkpoint, synth_data, tmp_path / "int8", precision=Precision.INT8,
+                                batch=BatchProfile(min=1, opt=6, max=8), max_drop=100.0, calibration_limit=32,
+                                cache_dir=tmp_path / "cache")
+    manifest = outcome.manifest
+    assert manifest.precision is Precision.INT8 and [o.name for o in manifest.outputs] == list(OUTPUT_NAMES)
+    assert manifest.extra["app"] == "authenticity" and manifest.preprocessing.input_size == (3, 64, 64)
+    assert manifest.validation is not None and manifest.validation.samples > 0
+    photos = sorted(synth_data.rglob("*.jpg"))[:6]
+    pixels = np.stack([decode_photo(p.read_bytes(), manifest.preprocessing).pixels for p in photos])
+    engine = EnginePredictor(tmp_path / "int8")
+    reference = CheckpointPredictor(trained.checkpoint)
+    got, want = engine(pixels), reference(pixels)
+    assert got["heatmap"].shape == want["heatmap"].shape
+    cos = (got["embedding"] * want["embedding"]).sum(1)
+    assert cos.min() > 0.9, "INT8 embeddings stay close to FP32"
+    engine.close()
+
+
+def test_evaluate_writes_metrics_and_plots(trained: TrainResult, synth_data: Path, tmp_path: Path) -> None:
+    from kiln.apps.authenticity.evaluate import evaluate, roc_auc, write_outputs
+    from kiln.apps.authenticity.predict import CheckpointPredictor
+
+    report = evaluate(CheckpointPredictor(trained.checkpoint), synth_data)
+    assert report.cases == 24 and 0.0 <= report.coverage <= 1.0
+    assert sum(sum(row.values()) for row in report.confusion.values()) == 24
+    written = write_outputs(report, tmp_path / "eval")
+    for path in written:
+        assert path.is_file() and path.stat().st_size > 0
+    with Image.open(tmp_path / "eval" / "coverage.png") as plot:
+        assert plot.format == "PNG"
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics) >= {"coverage", "accuracy_covered", "roc_auc", "confusion", "by_difficulty"}
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_decode_uses_the_same_pixels_as_the_engine_preprocessing() -> None:
+    from kiln.engine.images import decode_image, resize_and_crop
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    ours = decode_photo(buffer.getvalue(), PREPROCESSING).pixels
+    engine = np.asarray(resize_and_crop(decode_image(buffer.getvalue()), PREPROCESSING))
+    assert np.array_equal(ours, engine)
+    # JPEGs are decoded at a reduced DCT scale: close to, not equal to, the full decode.
+    buffer = io.BytesIO()
+    image.resize((1600, 1200)).save(buffer, format="JPEG", quality=95)
+    fast = decode_photo(buffer.getvalue(), PREPROCESSING)
+    full = np.asarray(resize_and_crop(decode_image(buffer.getvalue()), PREPROCESSING))
+    assert (fast.width, fast.height) == (1600, 1200)
+    assert np.abs(fast.pixels.astype(int) - full.astype(int)).mean() < 6

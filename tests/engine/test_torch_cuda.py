@@ -1,0 +1,63 @@
+"""The torch backend on a GPU: kiln's own CUDA graphs per batch size, padding, streams, uint8 input.
+
+CI has no GPU, so these are skipped there; they run on the GPU machine with the GPU benchmarks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.engine.artifact import EngineCache
+from kiln.engine.build import BuildSettings, build_engine
+from kiln.engine.loader import load_engine
+from kiln.engine.reference import reference_for
+from kiln.engine.spec import BatchProfile, ModelSource, Precision
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+
+
+@pytest.mark.parametrize("input_format", ["float32", "uint8"])
+def test_graphed_engine_matches_reference_at_every_batch(tmp_path: Path, input_format: str) -> None:
+    out = tmp_path / "e"
+    build_engine(
+        BuildSettings(
+            source=ModelSource.parse("timm:test_resnet?num_classes=5"),
+            backend="torch",
+            precision=Precision.FP16,
+            batch=BatchProfile(min=1, opt=4, max=8, buckets=(1, 4, 8)),
+            input_size=(64, 64),
+            device="cuda",
+            options={"compile": "reduce-overhead", "input_format": input_format},
+        ),
+        cache=EngineCache(tmp_path / "cache"),
+        output=out,
+    )
+    runner = load_engine(out)
+    assert runner._graphs is not None and runner._graphs.sizes == [1, 4, 8]  # type: ignore[attr-defined]
+    reference = reference_for(out, runner.manifest, "cuda")
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 4, 7, 8):
+        if input_format == "uint8":
+            x = rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((n, 3, 64, 64)).astype(np.float32)
+        got = runner.infer({"input": x})["logits"]
+        want = reference({"input": x})["logits"]
+        assert got.shape == (n, 5)
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2, f"batch {n}"
+    # device tensors produced on another stream are waited for
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32)).cuda()
+        if input_format == "uint8":
+            x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, device="cuda")
+        out_tensors = runner.infer_tensors({"input": x})  # type: ignore[attr-defined]
+    torch.cuda.current_stream().wait_stream(runner.stream)  # type: ignore[attr-defined]
+    want = reference({"input": x.cpu().numpy()})["logits"]
+    got = out_tensors["logits"].cpu().numpy()
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
+    runner.deactivate()

@@ -1,0 +1,269 @@
+"""The batcher on its own (no HTTP): batching rule, split-back, limits, priorities, faults, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from kiln.errors import DeadlineExceededError, UnavailableError
+from kiln.serve.batcher import (
+    BatchPolicy,
+    BatchQueue,
+    DynamicBatcher,
+    InferenceFailedError,
+    Pending,
+    signature_of,
+)
+
+
+class RecordingRunner:
+    """Doubles each input row and records the batch sizes it was given."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+
+    def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        with self.lock:
+            self.batches.append(x.shape[0])
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return {"y": x * 2, "sum": x.reshape(x.shape[0], -1).sum(axis=1)}
+
+
+def _x(rows: int, value: float) -> dict[str, np.ndarray]:
+    return {"x": np.full((rows, 3), value, dtype=np.float32)}
+
+
+async def test_concurrent_requests_are_batched_and_split_back_in_order() -> None:
+    runner = RecordingRunner(delay_s=0.01)
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=16, max_queue_delay_s=0.05)).start()
+    try:
+        # 40 distinct requests of 1-3 rows each: every output must match its own input.
+        sizes = [1 + i % 3 for i in range(40)]
+        results = await asyncio.gather(
+            *(batcher.submit(_x(rows, float(i)), rows, timeout_s=10) for i, rows in enumerate(sizes))
+        )
+    finally:
+        await batcher.close()
+    for i, (rows, out) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(out["y"], np.full((rows, 3), 2.0 * i, dtype=np.float32))
+        np.testing.assert_array_equal(out["sum"], np.full(rows, 3.0 * i, dtype=np.float32))
+    assert sum(runner.batches) == sum(sizes)
+    assert max(runner.batches) <= 16
+    assert len(runner.batches) < len(sizes), "concurrent requests must share engine runs"
+
+
+async def test_batch_never_exceeds_max_and_multi_row_requests_stay_whole() -> None:
+    runner = RecordingRunner(delay_s=0.005)
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=5, max_queue_delay_s=0.02)).start()
+    try:
+        await asyncio.gather(*(batcher.submit(_x(3, i), 3, timeout_s=10) for i in range(6)))
+    finally:
+        await batcher.close()
+    assert all(size <= 5 for size in runner.batches)
+    assert all(size % 3 == 0 for size in runner.batches), "a 3-row request is never split across batches"
+
+
+def _pending(rows: int, priority: int = 0, arrival: float | None = None) -> Pending:
+    loop = asyncio.new_event_loop()
+    inputs = _x(rows, 0)
+    return Pending(inputs, rows, signature_of(inputs), priority, time.monotonic() if arrival is None else arrival, loop.create_future(), loop)
+
+
+def test_queue_waits_for_the_delay_then_dispatches_what_it_has() -> None:
+    queue = BatchQueue(BatchPolicy(max_batch_size=8, max_queue_delay_s=0.05))
+    queue.put(_pending(1))
+    queue.put(_pending(2))
+    started = time.monotonic()
+    batch = queue.next_batch()
+    assert batch is not None and [r.items for r in batch] == [1, 2]
+    assert time.monotonic() - started >= 0.04, "a partial batch waits for more requests up to the delay"
+
+
+def test_full_batch_and_preferred_size_dispatch_at_once() -> None:
+    queue = BatchQueue(BatchPolicy(max_batch_size=4, max_queue_delay_s=60))
+    for _ in range(5):
+        queue.put(_pending(1))
+    batch = queue.next_batch()
+    assert batch is not None and len(batch) == 4 and len(queue) == 1
+
+    preferred = BatchQueue(BatchPolicy(max_batch_size=8, max_queue_delay_s=60, preferred_batch_sizes=[2]))
+    for _ in range(3):
+        preferred.put(_pending(1))
+    batch = preferred.next_batch()
+    assert batch is not None and len(batch) == 2, "reaching a preferred size dispatches without waiting"
+
+
+def test_interactive_requests_run_before_bulk() -> None:
+    queue = BatchQueue(BatchPolicy(max_batch_size=2, max_queue_delay_s=0))
+    old = time.monotonic() - 1
+    bulk = [_pending(1, priority=1, arrival=old) for _ in range(3)]
+    for request in bulk:
+        queue.put(request)
+    interactive = _pending(1, priority=0)
+    queue.put(interactive)
+    batch = queue.next_batch()
+    assert batch is not None and batch[0] is interactive and batch[1] is bulk[0]
+
+
+def test_requests_with_different_shapes_are_not_mixed() -> None:
+    queue = BatchQueue(BatchPolicy(max_batch_size=8, max_queue_delay_s=0))
+    a = _pending(1)
+    loop = asyncio.new_event_loop()
+    other = {"x": np.zeros((1, 5), dtype=np.float32)}
+    b = Pending(other, 1, signature_of(other), 0, time.monotonic(), loop.create_future(), loop)
+    queue.put(a)
+    queue.put(b)
+    first = queue.next_batch()
+    second = queue.next_batch()
+    assert first == [a] and second == [b]
+
+
+async def test_full_queue_rejects_at_once() -> None:
+    gate = threading.Event()
+
+    class Blocking(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            gate.wait(5)
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher("m/1", [Blocking()], BatchPolicy(max_batch_size=1, max_queue_delay_s=0, max_queue_size=2)).start()
+    try:
+        running = asyncio.create_task(batcher.submit(_x(1, 0), 1, timeout_s=10))
+        await asyncio.sleep(0.05)  # the instance holds the first request
+        queued = [asyncio.create_task(batcher.submit(_x(1, i), 1, timeout_s=10)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as info:
+            await batcher.submit(_x(1, 3), 1, timeout_s=10)
+        assert time.monotonic() - started < 0.5
+        assert info.value.status == 503 and info.value.retry_after_s > 0
+        gate.set()
+        await asyncio.gather(running, *queued)
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_failing_instance_fails_only_its_batch() -> None:
+    class Flaky(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            if (inputs["x"] < 0).any():
+                raise RuntimeError("device lost")
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher("m/1", [Flaky()], BatchPolicy(max_batch_size=1, max_queue_delay_s=0)).start()
+    try:
+        with pytest.raises(InferenceFailedError, match="device lost"):
+            await batcher.submit(_x(1, -1), 1, timeout_s=5)
+        out = await batcher.submit(_x(1, 4), 1, timeout_s=5)
+        assert out["y"][0, 0] == 8
+    finally:
+        await batcher.close()
+
+
+async def test_wrong_number_of_output_rows_is_an_error_not_a_mixup() -> None:
+    class Truncating(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            return {"y": inputs["x"][:1]}
+
+    batcher = DynamicBatcher("m/1", [Truncating()], BatchPolicy(max_batch_size=4, max_queue_delay_s=0)).start()
+    try:
+        with pytest.raises(InferenceFailedError, match="1 rows of output 'y' for 2 input rows"):
+            await batcher.submit(_x(2, 1), 2, timeout_s=5)
+    finally:
+        await batcher.close()
+
+
+async def test_hanging_instance_times_out_and_is_replaced() -> None:
+    release = threading.Event()
+
+    class Hanging(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            if (inputs["x"] < 0).any():
+                release.wait(10)
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher(
+        "m/1",
+        [Hanging()],
+        BatchPolicy(max_batch_size=1, max_queue_delay_s=0),
+        runner_factory=RecordingRunner,
+        hang_after_s=0.3,
+    ).start()
+    try:
+        with pytest.raises(DeadlineExceededError) as info:
+            await batcher.submit(_x(1, -1), 1, timeout_s=0.2)
+        assert info.value.status == 504
+        await asyncio.sleep(0.6)  # the watchdog replaces the stuck instance
+        out = await batcher.submit(_x(1, 2), 1, timeout_s=2)
+        assert out["y"][0, 0] == 4
+        assert batcher.healthy
+    finally:
+        release.set()
+        await batcher.close()
+
+
+async def test_timeout_while_queued_frees_the_slot() -> None:
+    gate = threading.Event()
+
+    class Blocking(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            gate.wait(5)
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher("m/1", [Blocking()], BatchPolicy(max_batch_size=1, max_queue_delay_s=0, max_queue_size=1)).start()
+    try:
+        first = asyncio.create_task(batcher.submit(_x(1, 0), 1, timeout_s=10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError, match="waiting in the queue"):
+            await batcher.submit(_x(1, 1), 1, timeout_s=0.1)
+        assert len(batcher.queue) == 0
+        gate.set()
+        await first
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_close_drains_queued_requests_and_then_refuses() -> None:
+    runner = RecordingRunner(delay_s=0.02)
+    batcher = DynamicBatcher("m/1", [runner, RecordingRunner(delay_s=0.02)], BatchPolicy(max_batch_size=2, max_queue_delay_s=0)).start()
+    tasks = [asyncio.create_task(batcher.submit(_x(1, i), 1, timeout_s=10)) for i in range(10)]
+    await asyncio.sleep(0.01)
+    await batcher.close()
+    results = await asyncio.gather(*tasks)
+    assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(10)]
+    with pytest.raises(UnavailableError, match="shutting down"):
+        await batcher.submit(_x(1, 0), 1, timeout_s=1)
+
+
+async def test_instances_run_batches_concurrently() -> None:
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    class Counting(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            nonlocal active, peak
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            time.sleep(0.05)
+            with lock:
+                active -= 1
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher("m/1", [Counting(), Counting()], BatchPolicy(max_batch_size=1, max_queue_delay_s=0)).start()
+    try:
+        await asyncio.gather(*(batcher.submit(_x(1, i), 1, timeout_s=5) for i in range(4)))
+    finally:
+        await batcher.close()
+    assert peak == 2
