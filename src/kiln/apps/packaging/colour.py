@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -344,8 +345,14 @@ def _icc_convert(profile: str, colours: tuple[tuple[int, int, int], ...]) -> lis
 
     strip = Image.new("RGB", (len(colours), 1))
     strip.putdata(list(colours))
-    converted = ImageCms.applyTransform(strip, _icc_transform(profile))  # type: ignore[arg-type]
-    assert converted is not None
+    transform: Any = _icc_transform(profile)
+    converted = Image.new("CMYK", strip.size)
+    try:
+        # the core transform directly: ImageCms.applyTransform also serialises the whole output profile
+        # into the image's info (about 6 ms per call), which a colour strip does not need
+        transform.transform.apply(strip.getim(), converted.getim())
+    except AttributeError:  # another Pillow layout: the public path
+        converted = ImageCms.applyTransform(strip, transform)
     pixels = np.asarray(converted, dtype=np.float64).reshape(-1, 4)
     return [tuple(round(float(v) / 2.55, 1) for v in pixel) for pixel in pixels]  # type: ignore[misc]
 
