@@ -96,6 +96,7 @@ class BrokerConnection:
         self._on_lost: list[Callable[[], None]] = []
         self._connecting: asyncio.Task[None] | None = None
         self.first_connected = asyncio.Event()
+        self._closing = False
 
     def on_ready(self, hook: Callable[[BrokerConnection], Awaitable[None]]) -> None:
         """Runs once after the first connection (declare consumers and reply queues here)."""
@@ -146,6 +147,8 @@ class BrokerConnection:
         log.info("connected to broker %s (queue %s)", redact(self.url), self.topology.cases)
 
     def _lost(self, *_: Any) -> None:
+        if self._closing:
+            return
         log.warning("lost the broker %s; reconnecting", redact(self.url))
         for hook in self._on_lost:
             hook()
@@ -185,6 +188,7 @@ class BrokerConnection:
         return queue
 
     async def close(self) -> None:
+        self._closing = True
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
