@@ -166,7 +166,7 @@ async def test_job_that_keeps_failing_is_dead_lettered_with_its_error(
 
 async def test_client_error_fails_the_job_once_without_retries(gateway: Gateway, catalogue: list[Any]) -> None:
     form = case_form(catalogue[3])
-    name, data, content_type = form["files"][0][1]
+    _, data, content_type = form["files"][0][1]
     form["files"][0] = ("images", ("broken.jpg", data[: len(data) // 2], content_type))
     response = await gateway.client.post("/v1/authenticate?mode=async", **form)
     if response.status_code == 400:  # the gateway's header check already saw the damage

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale.conftest import BROKER, case_form, pg_url, queue_counts, start_gateway, stop_gateway, wait_for
+from tests.scale.conftest import (
+    BROKER,
+    case_form,
+    pg_url,
+    queue_counts,
+    start_gateway,
+    stop_gateway,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_scope="module")]
 
