@@ -9,6 +9,7 @@ inference happen in the workers, where they scale with the number of workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -176,6 +177,10 @@ class BrokerCases:
 
     async def close(self) -> None:
         self._fail_waiting()
+        st = self.stats
+        log.info("gateway stats: %s", json.dumps({
+            "published": st.published, "publish_s": round(st.publish_s, 4), "replies": st.replies,
+            "queue_wait_s": round(st.queue_wait_s, 4), "work_s": round(st.work_s, 4)}))
 
 
 def enable_gateway(state: ServerState, *, broker_url: str, db_url: str, queue_prefix: str = "kiln",
