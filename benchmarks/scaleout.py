@@ -297,8 +297,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, loads: tuple
             "",
             f"At 4 workers the gateway spends {gw:.1f} ms of CPU per case, so one gateway core could carry about"
             f" {1000 / gw:.0f} cases/s; the run reached {four['cases_per_s']:.1f} cases/s. The workers together spend"
-            f" {four['workers_cpu_ms_per_case']:.1f} ms of CPU per case ({four['workers_cpu_ms_per_case'] / gw:.1f}× the gateway),"
-            " and a case waits in the queue for the workers, not for the gateway: the gateway is not the bottleneck.",
+            f" {four['workers_cpu_ms_per_case']:.1f} ms of CPU per case ({four['workers_cpu_ms_per_case'] / gw:.1f}× the gateway)"
+            f" out of {total_cpu(four):.1f} ms for all processes: the gateway is not the bottleneck. The wall time of its"
+            f" publish step ({four['gateway_publish_ms_per_case']:.0f} ms: job row in a thread + broker confirm) is"
+            " mostly waiting for a core on this saturated machine, as its CPU figure shows.",
             "",
             f"All processes together spend {total_cpu(four):.1f} ms of CPU per case at 4 workers"
             f" ({total_cpu(base):.1f} ms at 1 worker), so with both cores free this machine could reach at most about"
