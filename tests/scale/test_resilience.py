@@ -298,3 +298,35 @@ async def test_database_outage_gives_503_then_recovers(repo: Path, database: str
     finally:
         await stop_gateway(proxied)
         await asyncio.to_thread(proxy.shutdown)
+
+
+async def test_bulk_command_submits_a_catalogue_and_summarises(worker: Any, queue_prefix: str, synth_data: Path,
+                                                               tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kiln.cli import app
+
+    rows = ["case_id,brand,model,view,path"]
+    cases = (await asyncio.to_thread(_catalogue, synth_data))[:5]
+    for case in cases:
+        rows += [f"{case.case_id},{case.brand},{case.model},{view},{path}" for view, path in case.photos]
+    rows.append(f"bad,aurelle,celeste,not_a_view,{cases[0].photos[0][1]}")  # rejected locally, never published
+    catalogue_csv = tmp_path / "catalogue.csv"
+    catalogue_csv.write_text("\n".join(rows) + "\n")
+    summary_json = tmp_path / "summary.json"
+    result = await asyncio.to_thread(CliRunner().invoke, app, [
+        "auth", "bulk", str(catalogue_csv), "--broker", BROKER, "--queue-prefix", queue_prefix, "--timeout", "60",
+        "--json", str(summary_json)])
+    assert result.exit_code == 1, result.output  # one case failed its local check
+    assert "5/6 cases done" in result.output and "1 rejected" in result.output and "not_a_view" in result.output
+    summary = json.loads(summary_json.read_text())
+    assert summary["done"] == 5 and summary["rejected"] == 1 and sum(summary["verdicts"].values()) == 5
+    assert set(summary["jobs"]) == {case.case_id for case in cases}
+
+
+def _catalogue(data: Path) -> list[Any]:
+    from kiln.scale.bulk import read_catalogue
+
+    return read_catalogue(data)
