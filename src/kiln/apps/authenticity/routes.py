@@ -318,7 +318,12 @@ class AuthenticityPlugin:
             if callable(make_transport):
                 self.jobs = make_transport(self.service, store)
             else:
-                self.jobs = InProcessCases(self.service, InProcessJobs(store), WebhookSender(ctx.settings.webhook_secret))
+                from kiln.scale.jobstore import webhook_outcome
+
+                jobs_store = store
+                webhooks = WebhookSender(ctx.settings.webhook_secret, on_outcome=lambda job_id, status, tries: asyncio.to_thread(
+                    webhook_outcome, jobs_store, job_id, status, tries))
+                self.jobs = InProcessCases(self.service, InProcessJobs(store), webhooks)
         assert self.jobs is not None
         return self.service, self.jobs, self._store
 
