@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     grpc_port: int = 8001
     db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
     broker: str | None = Field(default=None, description="amqp:// URL; default in-process queue")
+    webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key that signs job webhooks")
     log_level: str = "info"
 
     @property

@@ -187,5 +187,52 @@ def evaluate_cmd(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
+@auth_app.command("bulk")
+def bulk_cmd(
+    source: Annotated[Path, typer.Argument(help="CSV (case_id,brand,model,view,path) or folder BRAND/MODEL/VIEW/LABEL/*.jpg")],
+    broker: Annotated[str, typer.Option("--broker", envvar="KILN_BROKER", help="amqp:// URL of the broker the workers consume")],
+    queue_prefix: Annotated[str, typer.Option("--queue-prefix", help="name prefix of the broker queues")] = "kiln",
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for all results")] = 3600.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary (and job ids) as JSON")] = None,
+) -> None:
+    """Submit a catalogue of cases to the workers (bulk priority) and summarise the verdicts."""
+    import asyncio
+    import json
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kiln.cli.console import console
+    from kiln.scale.broker import check_url
+    from kiln.scale.bulk import BulkProgress, read_catalogue, run_bulk
+
+    check_url(broker)
+    if timeout <= 0:
+        raise KilnError("--timeout must be positive")
+    cases = read_catalogue(source)
+    with Progress(TextColumn("[bold]bulk"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("cases", total=len(cases), detail="")
+
+        def show(p: BulkProgress) -> None:
+            rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+            bar.update(task, completed=p.finished, detail=f"published {p.published}  failed {p.failed + p.rejected}  {rate:.1f} cases/s")
+
+        summary = asyncio.run(run_bulk(cases, broker, queue_prefix=queue_prefix, timeout_s=timeout, on_progress=show))
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "none"
+    console.print(f"{summary.done}/{summary.total} cases done in {summary.elapsed_s:.1f} s ({summary.cases_per_s:.1f} cases/s); "
+                  f"verdicts: {verdicts}")
+    if summary.failed or summary.rejected or summary.unfinished:
+        console.print(f"[red]{summary.failed} failed, {summary.rejected} rejected before submitting, "
+                      f"{summary.unfinished} without a result[/]")
+        for failure in summary.failures[:10]:
+            console.print(f"  {failure['case']}: {failure['error']}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(asdict(summary) | {"cases_per_s": summary.cases_per_s}, indent=2) + "\n")
+    if summary.done < summary.total:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(auth_app, name="auth")

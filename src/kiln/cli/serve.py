@@ -23,6 +23,10 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="JSON line per HTTP request")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
     web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at /")] = None,
+    broker: Annotated[str | None, typer.Option("--broker", envvar="KILN_BROKER",
+                                               help="amqp:// URL: run as a gateway that publishes cases to workers (kiln worker)")] = None,
+    db: Annotated[str | None, typer.Option("--db", envvar="KILN_DB", help="database URL (sqlite:///PATH or postgresql://...)")] = None,
+    queue_prefix: Annotated[str, typer.Option("--queue-prefix", help="name prefix of the broker queues (gateway mode)")] = "kiln",
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.process import ServeOptions, run
@@ -48,6 +52,9 @@ def serve(
             access_log=access_log,
             log_level=log_level,
             static_dir=web,
+            broker=broker,
+            db=db,
+            queue_prefix=queue_prefix,
         )
     )
 

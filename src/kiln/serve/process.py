@@ -35,6 +35,9 @@ class ServeOptions:
     access_log: bool = True
     log_level: str = "info"
     static_dir: Path | None = None
+    broker: str | None = None  # amqp:// URL: gateway mode (kiln.scale.gateway)
+    db: str | None = None
+    queue_prefix: str = "kiln"
     grpc_grace_s: float = 10.0
     max_grpc_message_bytes: int = 64 << 20
 
@@ -88,6 +91,16 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     if not _is_loopback(options.host):
         log.warning("binding %s: the server is reachable from other machines", options.host)
     state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness)
+    if options.broker:
+        from kiln.scale.gateway import enable_gateway
+
+        gateway = enable_gateway(state, broker_url=options.broker, db_url=options.db or state.settings.database_url(),
+                                 queue_prefix=options.queue_prefix)
+        await gateway.start()
+    elif options.db:
+        from kiln.serve.store import open_store
+
+        state.context.state["store"] = open_store(options.db)
     app = create_app(state, access_log=options.access_log, static_dir=options.static_dir)
     grpc_server = None
     if options.grpc_port is not None:

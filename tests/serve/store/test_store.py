@@ -26,9 +26,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         if not POSTGRES_URL:
             pytest.skip("set KILN_TEST_POSTGRES_URL=postgresql+psycopg://USER:PASSWORD@HOST/DB to test PostgreSQL")
         s = open_store(POSTGRES_URL)
+        from sqlalchemy import text
+
         from kiln.serve.store import Base
 
         Base.metadata.drop_all(s.engine)
+        with s.engine.begin() as connection:  # forget the migration stamp too, so the schema is rebuilt
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
         s.create_schema()
     yield s
     s.close()

@@ -43,7 +43,7 @@ from kiln.errors import KilnError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     from kiln.engine.manifest import EngineManifest
-    from kiln.serve.context import InferenceClient
+    from kiln.serve.context import InferenceClient, Priority
     from kiln.serve.store import CaseRecord, Store
 
 log = logging.getLogger(__name__)
@@ -185,24 +185,28 @@ class AuthenticityService:
         done = [r for r in results if not isinstance(r, BaseException)]
         return [d[0] for d in done], [d[1] for d in done]
 
-    async def analyse(self, uploads: list[Upload], views: list[str]) -> CaseAnalysis:
+    async def analyse(self, uploads: list[Upload], views: list[str], priority: Priority | None = None) -> CaseAnalysis:
         """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
         photos, metrics = await self._decode(uploads)
         pre = self.manifest.preprocessing
         batch = to_batch(np.stack([p.pixels for p in photos]), pre)
         input_name = self.manifest.inputs[0].name
-        outputs = await self.inference.infer(self.model_name, {input_name: batch})
+        if priority is None:
+            outputs = await self.inference.infer(self.model_name, {input_name: batch})
+        else:
+            outputs = await self.inference.infer(self.model_name, {input_name: batch}, priority=priority)
         assessment = assess_case(views, metrics, outputs, self.calibration)
         embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
         return CaseAnalysis(photos, assessment, embeddings)
 
     # --- cases -----------------------------------------------------------------------------------
     async def authenticate(self, uploads: list[Upload], views: list[str], brand: str | None, model: str | None,
-                           *, case_id: str | None = None, checked: bool = False) -> CaseResponse:
+                           *, case_id: str | None = None, checked: bool = False,
+                           priority: Priority | None = None) -> CaseResponse:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
-        analysis = await self.analyse(uploads, views)
+        analysis = await self.analyse(uploads, views, priority)
         case_id = case_id or uuid.uuid4().hex
         matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
                                          usable=[p.ok for p in analysis.assessment.photos])

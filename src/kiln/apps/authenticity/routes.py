@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
-from kiln.apps.authenticity.jobs import InProcessJobs, JobTransport
+from kiln.apps.authenticity.jobs import CaseSubmission, CaseTransport, InProcessCases, InProcessJobs
 from kiln.apps.authenticity.pipeline import (
     API,
     MODEL_NAME,
@@ -121,7 +121,7 @@ def _day(value: date | None, end: bool = False) -> datetime | None:
     return moment + timedelta(days=1) if end else moment
 
 
-def build_router(service: AuthenticityService, jobs: JobTransport, store: Store) -> APIRouter:
+def build_router(service: AuthenticityService, cases: CaseTransport, store: Store) -> APIRouter:
     from kiln.apps.authenticity.heatmaps import heatmap_png, overlay_jpeg
     from kiln.apps.authenticity.report import ReportPhoto, heatmap_scale, render_html, render_pdf
     from kiln.serve.store import CaseQuery
@@ -137,19 +137,24 @@ def build_router(service: AuthenticityService, jobs: JobTransport, store: Store)
     async def authenticate(
         request: Request,
         mode: Annotated[str, Query(pattern="^(sync|async)$", description="async: return a job id at once")] = "sync",
+        priority: Annotated[str, Query(pattern="^(interactive|bulk)$", description="bulk: after waiting interactive cases")] = "interactive",
     ) -> Any:
         uploads, raw_views, fields = await read_case_form(request, limits)
         views, brand, model = check_request(uploads, raw_views, fields.get("brand"), fields.get("model"), limits)
-        if mode == "async":
-            async def work(job_id: str) -> str:
-                result = await service.authenticate(uploads, views, brand, model, case_id=job_id, checked=True)
-                return result.case_id
+        callback_url = fields.get("callback_url") or None
+        if callback_url is not None:
+            from kiln.scale.webhooks import check_callback_url
 
-            job_id = await jobs.submit("authenticate", work)
+            if mode != "async":
+                raise KilnError("callback_url needs mode=async", hint="add ?mode=async to the URL")
+            check_callback_url(callback_url)
+        case = CaseSubmission(uploads, views, brand, model, priority=priority, callback_url=callback_url)
+        if mode == "async":
+            job_id = await cases.submit(case)
             job = await asyncio.to_thread(store.get_job, job_id)
             return JSONResponse(_job_response(job).model_dump(mode="json"), status_code=202,
                                 headers={"Location": f"{API}/jobs/{job_id}"})
-        return await service.authenticate(uploads, views, brand, model, checked=True)
+        return await cases.run(case)
 
     @router.get("/cases", response_model=CaseList, summary="List past cases, newest first")
     async def list_cases(
@@ -292,14 +297,15 @@ class AuthenticityPlugin:
         self.model_name = model_name
         self.limits = limits or UploadLimits()
         self.service: AuthenticityService | None = None
-        self.jobs: InProcessJobs | None = None
+        self.jobs: CaseTransport | None = None
         self._store: Store | None = None
 
     def required_models(self) -> list[str]:
         return [self.model_name]
 
-    def _ensure(self, ctx: AppContext) -> tuple[AuthenticityService, InProcessJobs, Store]:
+    def _ensure(self, ctx: AppContext) -> tuple[AuthenticityService, CaseTransport, Store]:
         if self.service is None or self.jobs is None or self._store is None:
+            from kiln.scale.webhooks import WebhookSender
             from kiln.serve.store import Store, open_store
 
             store = ctx.state.get("store")
@@ -308,7 +314,17 @@ class AuthenticityPlugin:
                 ctx.state["store"] = store
             self._store = store
             self.service = AuthenticityService(ctx.inference, store, model_name=self.model_name, limits=self.limits)
-            self.jobs = InProcessJobs(store)
+            make_transport = ctx.state.get("case_transport")  # set by the scale-out gateway (kiln serve --broker)
+            if callable(make_transport):
+                self.jobs = make_transport(self.service, store)
+            else:
+                from kiln.scale.jobstore import webhook_outcome
+
+                jobs_store = store
+                webhooks = WebhookSender(ctx.settings.webhook_secret, on_outcome=lambda job_id, status, tries: asyncio.to_thread(
+                    webhook_outcome, jobs_store, job_id, status, tries))
+                self.jobs = InProcessCases(self.service, InProcessJobs(store), webhooks)
+        assert self.jobs is not None
         return self.service, self.jobs, self._store
 
     def router(self, ctx: AppContext) -> APIRouter:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker, undefer
 from sqlalchemy.pool import StaticPool
 
 from kiln.errors import KilnError, NotFoundError, UnavailableError
-from kiln.serve.store.models import Base, CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
+from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,11 @@ class Store:
         return _redact(self.engine.url.render_as_string(hide_password=True))
 
     def create_schema(self) -> None:
+        """Brings the database to the newest schema (Alembic ``upgrade head``)."""
+        from kiln.serve.store.migrate import upgrade
+
         try:
-            Base.metadata.create_all(self.engine)
+            upgrade(self.engine)
         except OperationalError as exc:
             raise UnavailableError(f"database {self.url} is unreachable: {exc.orig}", hint="check the --db URL and the server") from exc
 

@@ -93,3 +93,7 @@ class JobRecord(Base):
     case_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # scale-out (migration 0002): where to POST the result, and how that went
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending | delivered | failed
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

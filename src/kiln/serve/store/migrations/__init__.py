@@ -1,0 +1,1 @@
+"""Alembic migrations of the store (``upgrade head`` runs when a store opens)."""
