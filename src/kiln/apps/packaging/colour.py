@@ -352,7 +352,9 @@ def _icc_convert(profile: str, colours: tuple[tuple[int, int, int], ...]) -> lis
         # into the image's info (about 6 ms per call), which a colour strip does not need
         transform.transform.apply(strip.getim(), converted.getim())
     except AttributeError:  # another Pillow layout: the public path
-        converted = ImageCms.applyTransform(strip, transform)
+        public = ImageCms.applyTransform(strip, transform)
+        assert public is not None
+        converted = public
     pixels = np.asarray(converted, dtype=np.float64).reshape(-1, 4)
     return [tuple(round(float(v) / 2.55, 1) for v in pixel) for pixel in pixels]  # type: ignore[misc]
 
