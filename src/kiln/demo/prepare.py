@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.demo.layout import SAMPLES_INDEX, demo_root, model_repo, samples_dir
 from kiln.errors import KilnError
 from kiln.progress import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from kiln.config import Settings
 
 AUTH_MODEL = "authenticity"
 VERSION = "1"
@@ -54,7 +57,7 @@ class DemoSizes:
 SIZES: dict[str, DemoSizes] = {
     "demo": DemoSizes(),
     "tiny": DemoSizes(cases=18, photo_size=96, backbone="test_resnet", width=1.0, epochs=1, image_size=64, batch_size=16,
-                      embed_dim=32, min_side=64, precision="fp32", validate=False, sample_size=96, samples_per_label=1),
+                      embed_dim=32, min_side=64, precision="fp32", validate=False, sample_size=256, samples_per_label=1),
 }
 
 
@@ -136,7 +139,14 @@ def _train(data: Path, checkpoint: Path, sizes: DemoSizes, reporter: Reporter) -
     return f"validation coverage {v['coverage']:.0%}, accuracy on decided cases {v['accuracy_covered']:.0%}"
 
 
-def _build_auth(checkpoint: Path, data: Path, repo: Path, sizes: DemoSizes, reporter: Reporter) -> str:
+def _settings(home: Path) -> Settings:
+    """The process settings with ``home`` as KILN_HOME (a KILN_DB database URL still wins)."""
+    from kiln.config import get_settings
+
+    return get_settings().model_copy(update={"home": home})
+
+
+def _build_auth(checkpoint: Path, data: Path, repo: Path, sizes: DemoSizes, reporter: Reporter, home: Path) -> str:
     from kiln.apps.authenticity.engine import build_auth_engine
     from kiln.engine.spec import BatchProfile, Precision
 
@@ -145,7 +155,8 @@ def _build_auth(checkpoint: Path, data: Path, repo: Path, sizes: DemoSizes, repo
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     outcome = build_auth_engine(checkpoint, data, out, precision=Precision(sizes.precision), batch=BatchProfile(min=1, opt=6, max=16),
-                                max_drop=sizes.max_drop, validate=sizes.validate, calibration_limit=128, reporter=reporter)
+                                max_drop=sizes.max_drop, validate=sizes.validate, calibration_limit=128, reporter=reporter,
+                                cache_dir=_settings(home).engine_cache_dir)
     (repo / AUTH_MODEL / "config.json").write_text(json.dumps({"max_batch_size": 16, "max_queue_delay_us": 2000}) + "\n")
     m = outcome.manifest
     detail = f"{m.backend} {m.precision.value}"
@@ -155,10 +166,11 @@ def _build_auth(checkpoint: Path, data: Path, repo: Path, sizes: DemoSizes, repo
     return detail + (f" ({notes})" if notes else "")
 
 
-def _build_packaging(repo: Path, reporter: Reporter) -> str:
+def _build_packaging(repo: Path, reporter: Reporter, home: Path) -> str:
     from kiln.apps.packaging.engines import build_engines
+    from kiln.engine.artifact import EngineCache
 
-    report = build_engines(repo, reporter=reporter)
+    report = build_engines(repo, reporter=reporter, cache=EngineCache(_settings(home).engine_cache_dir))
     return ", ".join(f"{e.model} {e.precision}" for e in report.engines)
 
 
@@ -219,14 +231,13 @@ def _reference_uploads(sizes: DemoSizes) -> list[tuple[str, str, list[tuple[str,
     return cases
 
 
-def _register_references(repo: Path, sizes: DemoSizes) -> str:
+def _register_references(repo: Path, sizes: DemoSizes, home: Path) -> str:
     """Verified-authentic (synthetic) references per demo design, in the store the server uses."""
     from kiln.apps.authenticity.pipeline import AuthenticityService, Upload
-    from kiln.config import get_settings
     from kiln.serve.context import DirectInference
     from kiln.serve.store import open_store
 
-    store = open_store(get_settings().database_url())
+    store = open_store(_settings(home).database_url())
     inference = DirectInference.from_dirs({AUTH_MODEL: repo / AUTH_MODEL / VERSION})
     service = AuthenticityService(inference, store)
 
@@ -250,14 +261,13 @@ def _register_references(repo: Path, sizes: DemoSizes) -> str:
     return f"{added} reference photos" + (f" ({skipped} refused by the quality gate)" if skipped else "")
 
 
-def _references_present(repo: Path) -> bool:
-    from kiln.config import get_settings
+def _references_present(repo: Path, home: Path) -> bool:
     from kiln.engine.manifest import EngineManifest
     from kiln.serve.store import open_store
 
     try:
         manifest = EngineManifest.model_validate_json((repo / AUTH_MODEL / VERSION / "manifest.json").read_text(encoding="utf-8"))
-        store = open_store(get_settings().database_url())
+        store = open_store(_settings(home).database_url())
         return bool(store.list_references(embedding_space=manifest.source_sha256))
     except (OSError, ValueError, KilnError):
         return False
@@ -286,13 +296,13 @@ def prepare(home: Path, sizes: DemoSizes, *, reporter: Reporter | None = None, o
         ("train the authentication model", _fingerprint("train", auth_settings, DEMO_DESIGNS),
          checkpoint.is_file, lambda: _train(data, checkpoint, sizes, reporter)),
         ("build its engine (accuracy gate)" if sizes.validate else "build its engine", _fingerprint("build", auth_settings),
-         auth_engine.is_file, lambda: _build_auth(checkpoint, data, repo, sizes, reporter)),
+         auth_engine.is_file, lambda: _build_auth(checkpoint, data, repo, sizes, reporter, home)),
         ("build the packaging engines", _fingerprint("packaging"),
-         lambda: all(p.is_file() for p in pack_engines), lambda: _build_packaging(repo, reporter)),
+         lambda: all(p.is_file() for p in pack_engines), lambda: _build_packaging(repo, reporter, home)),
         ("sample cases", _fingerprint("samples", settings, DEMO_DESIGNS),
          lambda: (samples / SAMPLES_INDEX).is_file(), lambda: _write_samples(samples, sizes)),
         ("register demo references", _fingerprint("references", auth_settings, str(home)),
-         lambda: _references_present(repo), lambda: _register_references(repo, sizes)),
+         lambda: _references_present(repo, home), lambda: _register_references(repo, sizes, home)),
     ]
     result = Prepared(home, repo, samples)
     invalidated = False

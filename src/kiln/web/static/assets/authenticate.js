@@ -79,7 +79,7 @@ async function precheck(file) {
     result.errors.push(`This photo has ${(bitmap.width * bitmap.height / 1e6).toFixed(0)} megapixels; at most ${(info.max_pixels / 1e6).toFixed(0)} are accepted.`);
   }
   if (Math.min(bitmap.width, bitmap.height) < MIN_SIDE) {
-    result.warnings.push(`Small: ${bitmap.width}×${bitmap.height} px; at least ${MIN_SIDE} px per side is needed, so it will be rejected.`);
+    result.warnings.push(`Small: ${bitmap.width}×${bitmap.height} px; the demo model needs ${MIN_SIDE} px per side, so the server will probably reject it.`);
   } else {
     result.notes.push(`${bitmap.width}×${bitmap.height} px`);
   }

@@ -75,8 +75,14 @@ function clearErrors() {
 function showApiError(err) {
   // Validation messages look like "body.keywords: Value error, ...; body.panel: ...".
   let shown = false;
-  for (const part of err.message.split("; ")) {
-    const match = /^body\.([a-z_]+)(?:\.(\d+))?(?:\.[a-z_]+)?:\s*(.*)$/.exec(part);
+  for (const part of err.message.split(/; (?=(?:body|query|path)\b)/)) {
+    let match = /^body\.([a-z_]+)(?:\.(\d+))?(?:\.[a-z_]+)?:\s*(.*)$/.exec(part);
+    const whole = /^body:\s*(.*)$/.exec(part);
+    if (!match && whole) {
+      // Checks of the whole brief: place them by what they are about.
+      const field = /brand colour/.test(whole[1]) ? "brand_colors" : /product, audience or keywords/.test(whole[1]) ? "keywords" : "";
+      if (field) match = [part, field, undefined, whole[1]];
+    }
     if (!match) continue;
     const [, field, index, text] = match;
     const message = text.replace(/^Value error,\s*/, "");
