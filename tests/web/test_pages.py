@@ -117,10 +117,10 @@ def test_api_errors_are_shown_next_to_the_field(page: Any) -> None:
 
 
 def small_png(data: bytes) -> bytes:
-    """A screenshot as a 256-colour PNG (a fraction of the size; fine for pages)."""
+    """A screenshot as a 128-colour PNG (a fraction of the size; fine for pages)."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
@@ -159,10 +159,12 @@ def test_pages_have_no_console_errors_pass_axe_and_are_captured(browser: Any, se
                 page.goto(path)
                 # Some traffic, so that the charts have something to show.
                 page.evaluate("""async () => {
-                    for (let i = 0; i < 10; i++) {
+                    const words = ["fresh", "calm", "bold", "warm", "playful", "luxury", "natural", "minimal", "retro", "vivid"];
+                    for (let i = 0; i < 16; i++) {
+                        const keywords = `${words[i % 10]}, ${words[(i * 3 + 1) % 10]} tea ${Math.random().toString(36).slice(2, 7)}`;
                         await fetch("/v1/packaging/recommend", {method: "POST", headers: {"Content-Type": "application/json"},
-                            body: JSON.stringify({keywords: "fresh, calm", count: 2, seed: 1 + Math.floor(Math.random() * 1e9)})});
-                        await new Promise(done => setTimeout(done, 400));
+                            body: JSON.stringify({keywords, count: 1})});
+                        await new Promise(done => setTimeout(done, 250));
                     }
                 }""")
                 page.wait_for_timeout(2500)

@@ -16,7 +16,7 @@ PAGES = (("home", "/"), ("authenticate", "/authenticate"), ("cases", "/cases"), 
 
 def demo(
     prepare_only: Annotated[bool, typer.Option("--prepare", help="build everything and exit; prints the model repository last")] = False,
-    size: Annotated[str, typer.Option("--size", help="demo | tiny (seconds; for tests); default $KILN_DEMO_SIZE or demo")] = "",
+    size: Annotated[str, typer.Option("--size", help="demo | tiny (about a minute; for tests); default $KILN_DEMO_SIZE or demo")] = "",
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP port (pages, apps, Open Inference Protocol)")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 disables gRPC")] = 8001,

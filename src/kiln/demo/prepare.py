@@ -4,7 +4,7 @@ INT8 engine (behind the accuracy gate), the packaging engines, demo references a
 Each step records what it made in ``$KILN_HOME/demo/state.json`` with a fingerprint of its
 settings; a later run skips every step whose fingerprint and outputs are still there, so a warm
 start costs only the checks. Sizes come from ``DemoSizes``: ``demo`` (fits a 2-core machine in a
-few minutes) or ``tiny`` (seconds; tests), chosen with ``--size`` or ``KILN_DEMO_SIZE``.
+few minutes) or ``tiny`` (about a minute of CPU; tests), chosen with ``--size`` or ``KILN_DEMO_SIZE``.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ class DemoSizes:
     """How much the demo makes and trains."""
 
     cases: int = 150
-    photo_size: int = 256
+    photo_size: int = 224
+    levels: tuple[str, ...] = ("easy",)  # counterfeit flaws the demo model learns (and its samples show)
     backbone: str = "resnet10t"
     width: float = 0.5
-    epochs: int = 4
-    image_size: int = 128
-    batch_size: int = 48
+    epochs: int = 14
+    image_size: int = 96
+    batch_size: int = 32
     embed_dim: int = 64
     min_side: int = 224
     precision: str = "int8"
@@ -123,7 +124,7 @@ def _synth(data: Path, sizes: DemoSizes, reporter: Reporter) -> str:
 
     if data.exists():
         shutil.rmtree(data)
-    spec = SynthSpec(seed=sizes.seed, size=sizes.photo_size, models=DEMO_DESIGNS, twins=True)
+    spec = SynthSpec(seed=sizes.seed, size=sizes.photo_size, levels=sizes.levels, models=DEMO_DESIGNS, twins=True)
     summary = generate_dataset(data, sizes.cases, spec, reporter=reporter)
     return f"{summary.cases} cases, {summary.photos} photos"
 
