@@ -158,16 +158,16 @@ def test_pages_have_no_console_errors_pass_axe_and_are_captured(browser: Any, se
             elif name == "ops":
                 page.goto(path)
                 # Some traffic, so that the charts have something to show.
-                page.evaluate("""async () => {
+                page.evaluate("""() => { window.kilnLoad = (async () => {
                     const words = ["fresh", "calm", "bold", "warm", "playful", "luxury", "natural", "minimal", "retro", "vivid"];
-                    for (let i = 0; i < 16; i++) {
+                    for (let i = 0; i < 40; i++) {
                         const keywords = `${words[i % 10]}, ${words[(i * 3 + 1) % 10]} tea ${Math.random().toString(36).slice(2, 7)}`;
                         await fetch("/v1/packaging/recommend", {method: "POST", headers: {"Content-Type": "application/json"},
                             body: JSON.stringify({keywords, count: 1})});
-                        await new Promise(done => setTimeout(done, 250));
+                        await new Promise(done => setTimeout(done, 150));
                     }
-                }""")
-                page.wait_for_timeout(2500)
+                })(); }""")
+                page.wait_for_timeout(7000)  # the screenshot is taken while the traffic runs
             else:
                 page.goto(path)
                 page.wait_for_load_state("networkidle")
@@ -184,6 +184,8 @@ def test_pages_have_no_console_errors_pass_axe_and_are_captured(browser: Any, se
                 page.evaluate("document.getElementById('result').scrollIntoView()")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             (SCREENSHOTS / f"{name}-{width}.png").write_bytes(small_png(page.screenshot()))
+            if name == "ops":
+                page.evaluate("() => window.kilnLoad")  # let the traffic finish before the page closes
         scroll = page.evaluate("document.documentElement.scrollWidth")
     finally:
         context.close()

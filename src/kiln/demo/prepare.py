@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,7 +259,9 @@ def _register_references(repo: Path, sizes: DemoSizes, home: Path) -> str:
                     skipped += 1  # the photo failed the quality gate of this small demo model
         return added, skipped
 
-    added, skipped = asyncio.run(run())
+    # In a thread of its own: the caller may already run an event loop (Playwright's sync API, notebooks).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        added, skipped = pool.submit(asyncio.run, run()).result()
     return f"{added} reference photos" + (f" ({skipped} refused by the quality gate)" if skipped else "")
 
 
