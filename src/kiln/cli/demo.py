@@ -17,9 +17,9 @@ PAGES = (("home", "/"), ("authenticate", "/authenticate"), ("cases", "/cases"), 
 def demo(
     prepare_only: Annotated[bool, typer.Option("--prepare", help="build everything and exit; prints the model repository last")] = False,
     size: Annotated[str, typer.Option("--size", help="demo | tiny (about a minute; for tests); default $KILN_DEMO_SIZE or demo")] = "",
-    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="HTTP port (pages, apps, Open Inference Protocol)")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 disables gRPC")] = 8001,
+    host: Annotated[str | None, typer.Option(help="address to bind (default $KILN_HOST or 127.0.0.1)")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port: pages, apps, Open Inference Protocol (default $KILN_HTTP_PORT or 8000)")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 disables gRPC (default $KILN_GRPC_PORT or 8001)")] = None,
 ) -> None:
     """Set up the labelled-synthetic demo (first run: a few minutes; later: seconds) and serve it."""
     from kiln.cli.console import console, err_console
@@ -29,12 +29,16 @@ def demo(
 
     name = size or os.environ.get("KILN_DEMO_SIZE", "") or "demo"
     sizes = sizes_named(name)
+    settings = get_settings()
+    host = host or settings.host
+    http_port = settings.http_port if http_port is None else http_port
+    grpc_port = settings.grpc_port if grpc_port is None else grpc_port
     for option, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
         if not 0 <= port <= 65535:
             raise KilnError(f"{option} {port} is not a port number (0-65535)")
     if http_port == grpc_port:
         raise KilnError(f"--http-port and --grpc-port are both {http_port}", hint="give them different ports")
-    home = get_settings().home
+    home = settings.home
     started = time.perf_counter()
     err_console.print(f"[bold]kiln demo[/] ({name} size) in {home / 'demo'}: labelled-synthetic data and models, "
                       "for trying kiln, not for real items", highlight=False)
