@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "kiln.cli.packaging",
     "kiln.cli.auth",
     "kiln.cli.worker",
+    "kiln.cli.demo",
 )
 
 

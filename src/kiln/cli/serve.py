@@ -17,12 +17,14 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol REST, /metrics, apps)")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (inference.GRPCInferenceService); 0 disables gRPC")] = 8001,
-    apps: Annotated[str, typer.Option("--apps", help="comma-separated apps: authenticity, packaging, or module:attribute")] = "",
+    apps: Annotated[str, typer.Option("--apps", help="comma-separated apps: authenticity, packaging, web, or module:attribute; "
+                                      "default: every kiln app whose models are in the repository, and web")] = "",
     models: Annotated[str, typer.Option("--models", help="serve only these models (comma-separated)")] = "",
     strict_readiness: Annotated[bool, typer.Option("--strict-readiness", help="stay unready while any model failed to load")] = False,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="JSON line per HTTP request")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
-    web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at /")] = None,
+    web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at / (default: kiln's pages)")] = None,
+    pages: Annotated[bool, typer.Option("--pages/--no-pages", help="serve the web pages at /")] = True,
     broker: Annotated[str | None, typer.Option("--broker", envvar="KILN_BROKER",
                                                help="amqp:// URL: run as a gateway that publishes cases to workers (kiln worker)")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="KILN_DB", help="database URL (sqlite:///PATH or postgresql://...)")] = None,
@@ -40,23 +42,45 @@ def serve(
         raise KilnError(f"--log-level {log_level!r} is not debug, info, warning or error")
     if web is not None and not web.is_dir():
         raise KilnError(f"--web {web} is not a directory")
+    if pages and web is None:
+        from kiln.web import pages_dir
+
+        web = pages_dir()
+    chosen = [a.strip() for a in apps.split(",") if a.strip()] or default_apps(repo, pages=pages)
     run(
         ServeOptions(
             repo=repo,
             host=host,
             http_port=http_port,
             grpc_port=grpc_port or None,
-            apps=[a.strip() for a in apps.split(",") if a.strip()],
+            apps=chosen,
             models=[m.strip() for m in models.split(",") if m.strip()] or None,
             strict_readiness=strict_readiness,
             access_log=access_log,
             log_level=log_level,
-            static_dir=web,
+            static_dir=web if pages else None,
             broker=broker,
             db=db,
             queue_prefix=queue_prefix,
         )
     )
+
+
+def default_apps(repo: Path, *, pages: bool) -> list[str]:
+    """kiln's apps whose models are all in ``repo`` (and ``web``, which feeds the pages)."""
+    from kiln.serve.plugins import KNOWN_APPS, load_plugin
+
+    chosen = []
+    for name in KNOWN_APPS:
+        if name == "web":
+            continue
+        try:
+            needed = load_plugin(name).required_models()
+        except KilnError:
+            continue
+        if needed and all((repo / model).is_dir() for model in needed):
+            chosen.append(name)
+    return [*chosen, "web"] if pages else chosen
 
 
 def register(app: typer.Typer) -> None:

@@ -77,8 +77,8 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
     for plugin in state.plugins:
         app.include_router(plugin.router(state.context))
     if static_dir is not None:
-        from fastapi.staticfiles import StaticFiles
+        from kiln.serve.static import PageFiles
 
-        app.mount("/", StaticFiles(directory=static_dir, html=True), name="web")
+        app.mount("/", PageFiles(directory=static_dir, html=True), name="web")
     app.add_middleware(RequestIdMiddleware, log_requests=access_log)
     return app

@@ -11,6 +11,7 @@ from kiln.serve.context import AppPlugin
 KNOWN_APPS = {
     "authenticity": "kiln.apps.authenticity.routes:plugin",
     "packaging": "kiln.apps.packaging.routes:plugin",
+    "web": "kiln.web.routes:plugin",
 }
 
 

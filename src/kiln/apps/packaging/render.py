@@ -286,7 +286,8 @@ def _draw_legal(draw: ImageDraw.ImageDraw, spec: MockupSpec, box: tuple[float, f
     x = split + 4
     for i, bar in enumerate(bars):
         if i % 2 == 0:
-            draw.rectangle([x, y0, x + bar * unit - 0.5, y1], fill=c["text"])
+            # Thin bars at small render sizes: keep x1 >= x0 (Pillow refuses inverted rectangles).
+            draw.rectangle([x, y0, max(x, x + bar * unit - 0.5), max(y0, y1)], fill=c["text"])
         x += bar * unit
 
 
