@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
     broker: str | None = Field(default=None, description="amqp:// URL; default in-process queue")
     log_level: str = "info"
+    secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
 
     @property
     def cache_dir(self) -> Path:

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "kiln.cli.serve",
     "kiln.cli.packaging",
     "kiln.cli.auth",
+    "kiln.cli.keys",
 )
 
 

@@ -23,6 +23,8 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="JSON line per HTTP request")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
     web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at /")] = None,
+    auth: Annotated[str, typer.Option("--auth", help="API keys: auto (required unless --host is loopback), on, off")] = "auto",
+    rate: Annotated[float, typer.Option("--rate", help="default requests per second per API key (0: unlimited)")] = 50.0,
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.process import ServeOptions, run
@@ -34,6 +36,10 @@ def serve(
         raise KilnError(f"--http-port and --grpc-port are both {http_port}", hint="give them different ports")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise KilnError(f"--log-level {log_level!r} is not debug, info, warning or error")
+    if auth not in ("auto", "on", "off"):
+        raise KilnError(f"--auth {auth!r} is not auto, on or off")
+    if rate < 0:
+        raise KilnError("--rate must be 0 (unlimited) or positive")
     if web is not None and not web.is_dir():
         raise KilnError(f"--web {web} is not a directory")
     run(
@@ -48,6 +54,8 @@ def serve(
             access_log=access_log,
             log_level=log_level,
             static_dir=web,
+            auth=auth,
+            rate_per_s=rate,
         )
     )
 

@@ -232,10 +232,12 @@ class InferenceService:
         return response
 
 
-def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None) -> grpc.aio.Server:
+def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
+                       interceptors: tuple[Any, ...] = ()) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (host:port) serving the inference service."""
     limit = max_message_bytes or 64 << 20
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 256 << 20)),
