@@ -69,10 +69,10 @@ def truncated_jpeg() -> bytes:
 
 
 def corrupted_jpeg() -> bytes:
+    """Random bytes over the JPEG's tables (quantisation, Huffman, frame header); the magic bytes stay."""
     data = bytearray(photo(256))
     rng = np.random.default_rng(1)
-    start = len(data) // 4
-    data[start : start + 2048] = rng.integers(0, 255, 2048, dtype=np.uint8).tobytes()
+    data[20:300] = rng.integers(0, 255, 280, dtype=np.uint8).tobytes()
     return bytes(data)
 
 
@@ -220,9 +220,9 @@ def corpus() -> list[BadInput]:
     add("oip-version-text", "bad query/path", "POST", "/v2/models/long/versions/abc/infer", lambda: _oip([_long()]), 404)
     add("oip-version-huge", "bad query/path", "POST", "/v2/models/long/versions/" + "9" * 40 + "/infer", lambda: _oip([_long()]), 404)
     add("oip-unknown-model", "bad query/path", "POST", "/v2/models/nope/infer", lambda: _oip([_long()]), 404)
-    add("oip-compressed", "wrong content type", "POST", INFER,
+    add("oip-compressed", "wrong content types", "POST", INFER,
         lambda: {"content": zlib.compress(b"{}"), "headers": {"Content-Encoding": "deflate"}}, 415)
-    add("oip-multipart", "wrong content type", "POST", INFER, lambda: {"files": {"f": ("a.json", b"{}", "application/json")}}, 400)
+    add("oip-multipart", "wrong content types", "POST", INFER, lambda: {"files": {"f": ("a.json", b"{}", "application/json")}}, 400)
     add("repo-index-bad", "invalid JSON", "POST", "/v2/repository/index", lambda: _raw(b"[[["), 400)
     add("repo-index-huge", "huge JSON", "POST", "/v2/repository/index", lambda: _raw(b" " * (1 << 17)), 413)
     # OIP binary extension
@@ -276,8 +276,6 @@ def corpus() -> list[BadInput]:
     add("auth-long-filename", "long strings", "POST", AUTH, lambda: _case_files(truncated_jpeg(), name="n" * 20_000 + ".jpg"))
     add("auth-invalid-utf8-field", "invalid UTF-8", "POST", AUTH, lambda: _raw(
         b"--b\r\nContent-Disposition: form-data; name=\"brand\"\r\n\r\n\xff\xfe\xfd\r\n--b--\r\n", "multipart/form-data; boundary=b"), 400)
-    add("auth-declared-huge", "huge JSON", "POST", AUTH,
-        lambda: {"content": b"x", "headers": {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(10**12)}}, 413, 400)
     add("auth-bad-mode", "bad query/path", "POST", AUTH + "?mode=later", lambda: _case_files(photo()), 422)
     add("refs-truncated", "truncated/corrupted images", "POST", "/v1/references", lambda: _case_files(truncated_jpeg()))
     add("refs-bomb", "decompression bombs", "POST", "/v1/references", lambda: _case_files(png_bomb(), "a.png", "image/png"), 413, 415)
@@ -301,7 +299,7 @@ def corpus() -> list[BadInput]:
     add("brief-invalid-utf8", "invalid UTF-8", "POST", brief, lambda: _raw(b'{"product": "\xff\xfe tea"}'), 400, 422)
     add("brief-deep-nesting", "deeply nested JSON", "POST", brief, lambda: _raw(_nested(100_000)), 400, 422)
     add("brief-deep-object", "deeply nested JSON", "POST", brief, lambda: _raw(b'{"a":' * 50_000 + b"1" + b"}" * 50_000), 400, 422)
-    add("brief-huge", "huge JSON", "POST", brief, lambda: _raw(b'{"product": "' + b"t" * BIG + b'"}'), 413)
+    add("brief-huge", "huge JSON", "POST", brief, lambda: _raw(b'{"product": "' + b"t" * BIG + b'"}'), 413, 422)
     add("brief-long-product", "long strings", "POST", brief, lambda: {"json": {"product": "t" * 10_000}}, 422)
     add("brief-long-keywords", "long strings", "POST", brief, lambda: {"json": {"product": "tea", "keywords": ["k" * 100] * 100}}, 422)
     add("brief-wrong-types", "wrong JSON type", "POST", brief, lambda: {"json": {"product": 5, "claims": "x"}}, 422)

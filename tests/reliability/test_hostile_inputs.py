@@ -132,3 +132,30 @@ def test_grpc_message_over_the_limit_is_refused(server: Server) -> None:
         with pytest.raises(grpc.RpcError) as info:
             infer(message, timeout=30)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+DECLARED_HUGE = [("/v2/models/long/infer", "application/json"), ("/v1/authenticate", "multipart/form-data; boundary=b"),
+                 ("/v1/packaging/recommend", "application/json"), ("/v1/packaging/images", "multipart/form-data; boundary=b")]
+
+
+@pytest.mark.parametrize(("path", "content_type"), DECLARED_HUGE, ids=[p for p, _ in DECLARED_HUGE])
+def test_declared_huge_body_is_refused_before_it_is_sent(server: Server, path: str, content_type: str) -> None:
+    """A client that announces a terabyte gets 413 at once, without sending (or the server reading) it."""
+    import json
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {10**12}\r\n\r\n".encode()
+                     + b"x" * 1000)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 10:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert "over" in json.loads(body[: body.rfind(b"}") + 1])["error"]
+    with server.client() as client:
+        _good_infer(client)
