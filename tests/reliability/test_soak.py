@@ -11,7 +11,7 @@ from .conftest import Server
 
 
 def test_short_soak_and_overload(server: Server) -> None:
-    settings = SoakSettings(url=server.url, duration_s=6, probe_s=1.5, overload_s=3, recovery_s=3, levels=(1, 4), pid=os.getpid())
+    settings = SoakSettings(url=server.url, duration_s=6, probe_s=1.5, overload_s=3, recovery_s=3, levels=(1, 4), pid=os.getpid(), calibration_steps=1)
     lines: list[str] = []
     result = asyncio.run(run_soak(settings, report=lines.append))
     assert result["max_throughput_rps"] > 0
@@ -24,7 +24,6 @@ def test_short_soak_and_overload(server: Server) -> None:
     assert over["requests"] > 0 and over["other_failures"] == 0
     assert recovery["requests"] > 0
     assert any(line.startswith("soak:") for line in lines)
-    problems = verdict(result)
-    assert all("soak had" in p or "memory" in p or "recovery" in p for p in problems), problems
+    assert not [p for p in verdict(result) if "overload" in p]
     with server.client() as client:
         assert client.get("/v2/health/ready").status_code == 200

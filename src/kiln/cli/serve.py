@@ -25,6 +25,7 @@ def serve(
     web: Annotated[Path | None, typer.Option("--web", help="folder of static pages served at /")] = None,
     auth: Annotated[str, typer.Option("--auth", help="API keys: auto (required unless --host is loopback), on, off")] = "auto",
     rate: Annotated[float, typer.Option("--rate", help="default requests per second per API key (0: unlimited)")] = 50.0,
+    max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.process import ServeOptions, run
@@ -38,6 +39,8 @@ def serve(
         raise KilnError(f"--log-level {log_level!r} is not debug, info, warning or error")
     if auth not in ("auto", "on", "off"):
         raise KilnError(f"--auth {auth!r} is not auto, on or off")
+    if max_inflight < 0:
+        raise KilnError("--max-inflight must be 0 (unbounded) or positive")
     if rate < 0:
         raise KilnError("--rate must be 0 (unlimited) or positive")
     if web is not None and not web.is_dir():
@@ -56,6 +59,7 @@ def serve(
             static_dir=web,
             auth=auth,
             rate_per_s=rate,
+            max_inflight=max_inflight or None,
         )
     )
 

@@ -48,11 +48,13 @@ def server_state(
 
 
 def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path | None = None,
-               access: AccessControl | None = None, max_body_bytes: int | None = None) -> FastAPI:
+               access: AccessControl | None = None, max_body_bytes: int | None = None,
+               max_inflight: int | None = None) -> FastAPI:
     """The FastAPI app of one server: OIP v2, /metrics, the plugins' routers, optional static pages.
 
     ``access`` is the access policy (API keys, rate limits, signed links; none required by default);
-    security headers and a global body limit apply to every response either way.
+    security headers and a global body limit apply to every response either way; ``max_inflight``
+    bounds the HTTP requests in progress (503 + Retry-After past it; None: no bound).
     """
     from kiln.security.access import AccessControl, AccessMiddleware
     from kiln.security.headers import SecurityHeadersMiddleware
@@ -95,9 +97,13 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
         from fastapi.staticfiles import StaticFiles
 
         app.mount("/", StaticFiles(directory=static_dir, html=True), name="web")
-    # Outermost last: request id → security headers → body limit → access control → routes.
+    # Outermost last: request id → security headers → admission → body limit → access control → routes.
     app.add_middleware(AccessMiddleware, access=access)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    if max_inflight is not None:
+        from kiln.serve.admission import AdmissionMiddleware
+
+        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware, log_requests=access_log)
     return app

@@ -44,6 +44,7 @@ class ServeOptions:
     auth: str = "auto"  # API keys: auto (required unless bound to loopback) | on | off
     key_cache_ttl_s: float = 5.0  # a revoked key stops working within this time
     rate_per_s: float = 50.0  # default per-key rate limit (a key's own limit replaces it; 0: none)
+    max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
 
 
 class JsonFormatter(logging.Formatter):
@@ -113,7 +114,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         raise KilnError(f"model repository {options.repo} is not a directory", hint="pass --repo DIR")
     access = access_control(options)
     state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness)
-    app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access)
+    app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access,
+                     max_inflight=options.max_inflight)
     grpc_server = None
     if options.grpc_port is not None:
         from kiln.security.access import GrpcAccessInterceptor
