@@ -173,6 +173,7 @@ def bench_soak(
     probe: Annotated[float, typer.Option(help="seconds per concurrency level when finding the maximum")] = 8.0,
     overload: Annotated[float, typer.Option(help="seconds at 3x the maximum")] = 20.0,
     timeout_ms: Annotated[int, typer.Option(help="per-request timeout sent with inference requests")] = 2000,
+    shape: Annotated[list[str] | None, typer.Option("--shape", help="input shape NAME=DxDx... for dynamic dimensions")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
 ) -> None:
     """Soak: find the maximum throughput of a mixed workload, hold 80% of it, then overload at 3x and recover."""
@@ -190,7 +191,7 @@ def bench_soak(
         raise KilnError("--probe, --overload and --timeout-ms must be positive")
     with _server(repo, apps) if repo is not None else _nothing(url or "", pid) as (target, server_pid):
         settings = SoakSettings(url=target, duration_s=duration, model=model, key=key, pid=server_pid, probe_s=probe,
-                                overload_s=overload, timeout_us=timeout_ms * 1000)
+                                overload_s=overload, timeout_us=timeout_ms * 1000, shapes=_parse_shapes(shape or []) or None)
         result = asyncio.run(run_soak(settings, report=lambda line: console.print(line, highlight=False)))
     problems = verdict(result)
     result["problems"] = problems
@@ -200,7 +201,9 @@ def bench_soak(
         json_out.write_text(json.dumps(result, indent=2) + "\n")
     console.print("[green]soak passed[/]" if not problems else "[red]soak found problems:[/] " + "; ".join(problems))
     if problems:
-        raise typer.Exit(1)
+        import sys
+
+        sys.exit(1)
 
 
 def _nothing(url: str, pid: int | None):  # type: ignore[no-untyped-def]

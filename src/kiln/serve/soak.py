@@ -90,7 +90,8 @@ def _photo(size: int = 96, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-async def discover(url: str, model: str | None, headers: dict[str, str], timeout_us: int) -> list[Call]:
+async def discover(url: str, model: str | None, headers: dict[str, str], timeout_us: int,
+                   shapes: dict[str, list[int]] | None = None) -> list[Call]:
     """The mix for this server: inference on ``model`` (or the first ready model with fixed shapes) and
     the app routes it has."""
     import httpx
@@ -110,7 +111,7 @@ async def discover(url: str, model: str | None, headers: dict[str, str], timeout
         for name in candidates:
             meta = (await client.get(f"/v2/models/{name}")).json()
             try:
-                chosen = (name, make_inputs(meta, 1))
+                chosen = (name, make_inputs(meta, 1, shapes))
                 break
             except (KilnError, KeyError):
                 continue
@@ -244,13 +245,14 @@ class SoakSettings:
     timeout_us: int = 2_000_000  # per-request timeout sent to the server (OIP "timeout" parameter)
     levels: tuple[int, ...] = (1, 4, 16, 48)
     calibration_steps: int = 4
+    shapes: dict[str, list[int]] | None = None  # input shapes for models with dynamic dimensions
     load_factor: float = 0.8
     overload_factor: float = 3.0
 
 
 async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {settings.key}"} if settings.key else {}
-    calls = await discover(settings.url, settings.model, headers, settings.timeout_us)
+    calls = await discover(settings.url, settings.model, headers, settings.timeout_us, settings.shapes)
     report("mix: " + ", ".join(f"{c.name}×{c.weight:g}" for c in calls))
     driver = Driver(settings.url, calls, headers)
     result: dict[str, Any] = {"url": settings.url, "mix": {c.name: c.weight for c in calls}}
