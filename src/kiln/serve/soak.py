@@ -157,14 +157,25 @@ class Driver:
     """Sends the mix over one aiohttp session and records every answer."""
 
     def __init__(self, url: str, calls: list[Call], headers: dict[str, str], seed: int = 0, client_timeout_s: float = 60) -> None:
-        import aiohttp
-
         self.url = url.rstrip("/")
         self.calls = calls
         self.weights = [c.weight for c in calls]
         self.rng = random.Random(seed)
-        self.session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=512),
-                                             timeout=aiohttp.ClientTimeout(total=client_timeout_s))
+        self.headers = headers
+        self.client_timeout_s = client_timeout_s
+        self.session = self._session()
+
+    def _session(self) -> Any:
+        import aiohttp
+
+        # idle connections are dropped before the server's keep-alive (5 s) closes them under the client
+        return aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=2.0),
+                                     timeout=aiohttp.ClientTimeout(total=self.client_timeout_s))
+
+    async def fresh(self) -> None:
+        """New connections for the next phase (those of an overload may have been closed by the server)."""
+        await self.session.close()
+        self.session = self._session()
 
     def pick(self) -> Call:
         return self.rng.choices(self.calls, self.weights)[0]
@@ -327,6 +338,7 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
                f"{overload['rejected']} rejected (p99 {overload['rejection_p99_ms']} ms from schedule, "
                f"{overload['rejection_service_p99_ms']} ms from send), {overload['deadline_exceeded']} timed out")
         await asyncio.sleep(2.0)
+        await driver.fresh()
         recovery = (await driver.open("recovery", 0.5 * max_rps, settings.recovery_s)).summary()
         result["recovery"] = recovery
         report(f"recovery at {0.5 * max_rps:.1f} req/s: {recovery['errors']} errors, p99 {recovery['p99_ms']} ms")
