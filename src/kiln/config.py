@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     broker: str | None = Field(default=None, description="amqp:// URL; default in-process queue")
     webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key that signs job webhooks")
     log_level: str = "info"
+    secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
 
     @property
     def cache_dir(self) -> Path:

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "kiln.cli.auth",
     "kiln.cli.worker",
     "kiln.cli.demo",
+    "kiln.cli.keys",
 )
 
 

@@ -29,8 +29,12 @@ def serve(
                                                help="amqp:// URL: run as a gateway that publishes cases to workers (kiln worker)")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="KILN_DB", help="database URL (sqlite:///PATH or postgresql://...)")] = None,
     queue_prefix: Annotated[str, typer.Option("--queue-prefix", help="name prefix of the broker queues (gateway mode)")] = "kiln",
+    auth: Annotated[str, typer.Option("--auth", help="API keys: auto (required unless --host is loopback), on, off")] = "auto",
+    rate: Annotated[float, typer.Option("--rate", help="default requests per second per API key (0: unlimited)")] = 50.0,
+    max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
+    from kiln.serve.context import AppPlugin
     from kiln.serve.process import ServeOptions, run
 
     for name, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
@@ -40,6 +44,12 @@ def serve(
         raise KilnError(f"--http-port and --grpc-port are both {http_port}", hint="give them different ports")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise KilnError(f"--log-level {log_level!r} is not debug, info, warning or error")
+    if auth not in ("auto", "on", "off"):
+        raise KilnError(f"--auth {auth!r} is not auto, on or off")
+    if max_inflight < 0:
+        raise KilnError("--max-inflight must be 0 (unbounded) or positive")
+    if rate < 0:
+        raise KilnError("--rate must be 0 (unlimited) or positive")
     if web is not None and not web.is_dir():
         raise KilnError(f"--web {web} is not a directory")
     if pages and web is None:
@@ -53,7 +63,7 @@ def serve(
             host=host,
             http_port=http_port,
             grpc_port=grpc_port or None,
-            apps=chosen,
+            apps=list[str | AppPlugin](chosen),
             models=[m.strip() for m in models.split(",") if m.strip()] or None,
             strict_readiness=strict_readiness,
             access_log=access_log,
@@ -62,6 +72,9 @@ def serve(
             broker=broker,
             db=db,
             queue_prefix=queue_prefix,
+            auth=auth,
+            rate_per_s=rate,
+            max_inflight=max_inflight or None,
         )
     )
 
@@ -179,3 +192,99 @@ def bench_serve(
 
 bench_app.command("serve")(bench_serve)
 
+
+
+def bench_soak(
+    url: Annotated[str | None, typer.Option(help="server to load, http://HOST:PORT (or give --repo to start one)")] = None,
+    repo: Annotated[Path | None, typer.Option("--repo", help="start 'kiln serve' on this repository (loopback, free port)")] = None,
+    apps: Annotated[str, typer.Option("--apps", help="with --repo: apps to serve (comma-separated)")] = "",
+    duration: Annotated[float, typer.Option(help="seconds of soak at 80% of the maximum (default 10 minutes)")] = 600.0,
+    model: Annotated[str | None, typer.Option(help="model for the inference part of the mix (default: first ready)")] = None,
+    key: Annotated[str | None, typer.Option(help="API key (admin scope: the mix reads the repository index)")] = None,
+    pid: Annotated[int | None, typer.Option(help="server process id, to sample its resident memory")] = None,
+    probe: Annotated[float, typer.Option(help="seconds per concurrency level when finding the maximum")] = 8.0,
+    overload: Annotated[float, typer.Option(help="seconds at 3x the maximum")] = 20.0,
+    timeout_ms: Annotated[int, typer.Option(help="per-request timeout sent with inference requests")] = 2000,
+    shape: Annotated[list[str] | None, typer.Option("--shape", help="input shape NAME=DxDx... for dynamic dimensions")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+) -> None:
+    """Soak: find the maximum throughput of a mixed workload, hold 80% of it, then overload at 3x and recover."""
+    import asyncio
+    import json
+
+    from kiln.cli.console import console
+    from kiln.serve.soak import SoakSettings, p99_stable, run_soak, verdict
+
+    if (url is None) == (repo is None):
+        raise KilnError("give either --url (a running server) or --repo (start one)")
+    if not 0 < duration <= 24 * 3600:
+        raise KilnError("--duration must be between 0 and 86400 seconds")
+    if probe <= 0 or overload <= 0 or timeout_ms <= 0:
+        raise KilnError("--probe, --overload and --timeout-ms must be positive")
+    with _server(repo, apps) if repo is not None else _nothing(url or "", pid) as (target, server_pid):
+        settings = SoakSettings(url=target, duration_s=duration, model=model, key=key, pid=server_pid, probe_s=probe,
+                                overload_s=overload, timeout_us=timeout_ms * 1000, shapes=_parse_shapes(shape or []) or None)
+        result = asyncio.run(run_soak(settings, report=lambda line: console.print(line, highlight=False)))
+    problems = verdict(result)
+    result["problems"] = problems
+    result["p99_stable"] = p99_stable(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print("[green]soak passed[/]" if not problems else "[red]soak found problems:[/] " + "; ".join(problems))
+    if problems:
+        import sys
+
+        sys.exit(1)
+
+
+def _nothing(url: str, pid: int | None):  # type: ignore[no-untyped-def]
+    import contextlib
+
+    return contextlib.nullcontext((url.rstrip("/") if "://" in url else f"http://{url}", pid))
+
+
+def _server(repo: Path, apps: str):  # type: ignore[no-untyped-def]
+    """``kiln serve`` in a child process on a free loopback port, stopped at the end."""
+    import contextlib
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    @contextlib.contextmanager
+    def run():  # type: ignore[no-untyped-def]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
+                   "--no-access-log", "--log-level", "warning"] + (["--apps", apps] if apps else [])
+        process = subprocess.Popen(command)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise KilnError(f"the server exited with status {process.returncode} before it was ready")
+                try:
+                    if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                raise KilnError("the server did not become ready within 300 s")
+            yield url, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    return run()
+
+
+bench_app.command("soak")(bench_soak)

@@ -129,13 +129,15 @@ class BrokerCases:
         return CaseJob(
             job_id=uuid.uuid4().hex, views=case.views, brand=case.brand, model=case.model,
             files=[JobFile(u.name, u.content_type, u.data) for u in case.uploads], priority=case.priority,
-            callback_url=case.callback_url,
+            callback_url=case.callback_url, tenant=case.tenant,
         )
 
     async def _publish(self, job: CaseJob, *, reply: bool) -> None:
         self.broker.check()  # fail fast, before a job row is written
         start = time.perf_counter()
         await asyncio.to_thread(jobstore.create_job, self.store, job.job_id, job.kind, job.callback_url)
+        if job.tenant is not None:
+            await asyncio.to_thread(self.store.set_job_tenant, job.job_id, job.tenant)
         try:
             await self.broker.publish(job.encode(), routing_key=self.broker.topology.cases,
                                       priority=amqp_priority(job.priority), correlation_id=job.job_id,

@@ -42,13 +42,14 @@ class CaseJob:
     kind: str = "authenticate"
     priority: str = "interactive"  # or "bulk"
     callback_url: str | None = None
+    tenant: str | None = None  # the API key's tenant that owns the case
     submitted_at: float = field(default_factory=time.time)
 
     def encode(self) -> bytes:
         meta = {
             "v": FORMAT_VERSION, "job_id": self.job_id, "kind": self.kind, "views": self.views, "brand": self.brand,
             "model": self.model, "priority": self.priority, "callback_url": self.callback_url,
-            "submitted_at": self.submitted_at,
+            "tenant": self.tenant, "submitted_at": self.submitted_at,
             "files": [{"name": f.name, "content_type": f.content_type, "size": len(f.data)} for f in self.files],
         }
         header = json.dumps(meta, separators=(",", ":")).encode()
@@ -73,7 +74,7 @@ class CaseJob:
                 job_id=str(meta["job_id"]), views=[str(v) for v in meta["views"]], brand=str(meta["brand"]),
                 model=str(meta["model"]), files=files, kind=str(meta.get("kind", "authenticate")),
                 priority=str(meta.get("priority", "interactive")), callback_url=meta.get("callback_url"),
-                submitted_at=float(meta.get("submitted_at", 0.0)),
+                tenant=meta.get("tenant"), submitted_at=float(meta.get("submitted_at", 0.0)),
             )
         except MalformedMessageError:
             raise

@@ -145,7 +145,7 @@ class Worker:
         begin = time.perf_counter()
         try:
             response = await self.service.authenticate(uploads, job.views, job.brand, job.model, case_id=job.job_id,
-                                                       priority=priority)
+                                                       priority=priority, tenant=job.tenant)
             await asyncio.to_thread(jobstore.finish, self.store, job.job_id, case_id=response.case_id)
         except UnavailableError as exc:  # database or engine queue: not the job's fault
             log.warning("job %s: %s; requeued", job.job_id, exc)

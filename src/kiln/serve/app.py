@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,6 +24,9 @@ from kiln.serve.oip_http import oip_router
 from kiln.serve.plugins import load_plugin
 from kiln.serve.repository import ModelRepository
 from kiln.serve.state import ServerState
+
+if TYPE_CHECKING:
+    from kiln.security.access import AccessControl
 
 
 def server_state(
@@ -43,8 +47,20 @@ def server_state(
     return ServerState(repository, get_settings(), metrics, plugins, strict_readiness=strict_readiness)
 
 
-def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path | None = None) -> FastAPI:
-    """The FastAPI app of one server: OIP v2, /metrics, the plugins' routers, optional static pages."""
+def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path | None = None,
+               access: AccessControl | None = None, max_body_bytes: int | None = None,
+               max_inflight: int | None = None) -> FastAPI:
+    """The FastAPI app of one server: OIP v2, /metrics, the plugins' routers, optional static pages.
+
+    ``access`` is the access policy (API keys, rate limits, signed links; none required by default);
+    security headers and a global body limit apply to every response either way; ``max_inflight``
+    bounds the HTTP requests in progress (503 + Retry-After past it; None: no bound).
+    """
+    from kiln.security.access import AccessControl, AccessMiddleware
+    from kiln.security.headers import SecurityHeadersMiddleware
+    from kiln.security.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+
+    access = access or AccessControl()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +83,7 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
         lifespan=lifespan,
     )
     app.state.kiln = state
+    app.state.kiln_access = access
     install_error_handlers(app)
     app.include_router(oip_router(state))
 
@@ -80,5 +97,13 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
         from kiln.serve.static import PageFiles
 
         app.mount("/", PageFiles(directory=static_dir, html=True), name="web")
+    # Outermost last: request id → security headers → admission → body limit → access control → routes.
+    app.add_middleware(AccessMiddleware, access=access)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    if max_inflight is not None:
+        from kiln.serve.admission import AdmissionMiddleware
+
+        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware, log_requests=access_log)
     return app

@@ -19,7 +19,12 @@ from kiln.errors import KilnError, UnavailableError
 log = logging.getLogger(__name__)
 
 
+MAX_MESSAGE_CHARS = 2000  # messages may quote client input (a 100 000-character name): keep answers small
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

@@ -219,6 +219,9 @@ class ServedModel:
                 raise KilnError(
                     f"input {spec.name!r}: datatype {oip_datatype(array.dtype)} does not match the model's {oip_datatype(want)}"
                 )
+            if want.kind == "f" and not self.config.limits.allow_non_finite and not np.isfinite(array).all():
+                raise KilnError(f"input {spec.name!r} contains NaN or infinite values",
+                                hint="send finite numbers (or set limits.allow_non_finite in the model's config)")
             if array.ndim != len(spec.shape) or any(
                 expected >= 0 and got != expected for got, expected in zip(array.shape[1:], spec.shape[1:], strict=False)
             ):

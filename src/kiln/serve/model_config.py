@@ -62,6 +62,7 @@ class Limits(BaseModel):
 
     max_request_bytes: int = Field(default=64 << 20, ge=1024)
     max_tensor_elements: int = Field(default=16 << 20, ge=1)
+    allow_non_finite: bool = Field(default=False, description="accept NaN/Inf in floating-point inputs")
 
 
 class ModelConfig(BaseModel):

@@ -60,6 +60,14 @@ _CONTENTS_FIELD = {
 _CONFIG_TYPES = {name: value for name, value in mc.DataType.items()}
 
 
+MAX_MESSAGE_CHARS = 2000  # gRPC clients refuse trailers over 8 KiB; error messages may quote client input
+
+
+def brief_message(message: str) -> str:
+    """An error message cut to a size every client accepts (it may quote a client's long string)."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def status_code(exc: KilnError) -> grpc.StatusCode:
     return _STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500 else grpc.StatusCode.INTERNAL)
 
@@ -141,7 +149,7 @@ class InferenceService:
             except KilnError as exc:
                 if exc.status >= 500 and exc.status not in (503, 504):
                     log.error("gRPC %s failed: %s", method.__name__, exc)
-                await context.abort(status_code(exc), str(exc))
+                await context.abort(status_code(exc), brief_message(str(exc)))
 
         call.__name__ = method.__name__
         return call
@@ -232,10 +240,12 @@ class InferenceService:
         return response
 
 
-def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None) -> grpc.aio.Server:
+def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
+                       interceptors: tuple[Any, ...] = ()) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (host:port) serving the inference service."""
     limit = max_message_bytes or 64 << 20
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 256 << 20)),

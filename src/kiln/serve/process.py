@@ -16,9 +16,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.security.access import AccessControl
+    from kiln.serve.context import AppPlugin
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int | None = 8001
-    apps: list[str] = field(default_factory=list)
+    apps: list[str | AppPlugin] = field(default_factory=list)  # names, or plugin objects (embedders, tests)
     models: list[str] | None = None
     strict_readiness: bool = False
     access_log: bool = True
@@ -40,6 +44,10 @@ class ServeOptions:
     queue_prefix: str = "kiln"
     grpc_grace_s: float = 10.0
     max_grpc_message_bytes: int = 64 << 20
+    auth: str = "auto"  # API keys: auto (required unless bound to loopback) | on | off
+    key_cache_ttl_s: float = 5.0  # a revoked key stops working within this time
+    rate_per_s: float = 50.0  # default per-key rate limit (a key's own limit replaces it; 0: none)
+    max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,6 +86,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def access_control(options: ServeOptions) -> AccessControl:
+    """API keys are required when asked for, and by default whenever the server is reachable from other machines."""
+    from kiln.config import get_settings
+    from kiln.security.access import AccessControl
+
+    if options.auth not in ("auto", "on", "off"):
+        raise KilnError(f"--auth {options.auth!r} is not auto, on or off")
+    loopback = _is_loopback(options.host)
+    required = options.auth == "on" or (options.auth == "auto" and not loopback)
+    if not loopback:
+        log.warning("binding %s: the server is reachable from other machines", options.host)
+        if not required:
+            log.warning("--auth off on %s: anyone who can reach the server can use it", options.host)
+    if required:
+        log.info("API keys required (create one with: kiln keys create NAME --scopes ...)")
+    return AccessControl.for_server(get_settings(), required=required, cache_ttl_s=options.key_cache_ttl_s,
+                                    default_rate_per_s=options.rate_per_s)
+
+
 async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | None = None) -> None:
     """Runs the server until SIGINT/SIGTERM (or until ``server.should_exit`` is set on the uvicorn
     server handed to ``on_started``, which embedders and tests use to stop it)."""
@@ -88,8 +115,7 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
 
     if not options.repo.is_dir():
         raise KilnError(f"model repository {options.repo} is not a directory", hint="pass --repo DIR")
-    if not _is_loopback(options.host):
-        log.warning("binding %s: the server is reachable from other machines", options.host)
+    access = access_control(options)
     state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness)
     if options.broker:
         from kiln.scale.gateway import enable_gateway
@@ -101,11 +127,15 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         from kiln.serve.store import open_store
 
         state.context.state["store"] = open_store(options.db)
-    app = create_app(state, access_log=options.access_log, static_dir=options.static_dir)
+    app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access,
+                     max_inflight=options.max_inflight)
     grpc_server = None
     if options.grpc_port is not None:
+        from kiln.security.access import GrpcAccessInterceptor
+
         grpc_server = create_grpc_server(
-            state, f"{options.host}:{options.grpc_port}", max_message_bytes=options.max_grpc_message_bytes
+            state, f"{options.host}:{options.grpc_port}", max_message_bytes=options.max_grpc_message_bytes,
+            interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
         )
         await grpc_server.start()
         server = grpc_server

@@ -158,7 +158,8 @@ def from_json(data: Any, datatype: str, shape: tuple[int, ...], tensor: str) -> 
     elif any(isinstance(v, bool | str) or v is None for v in flat):
         raise KilnError(f"tensor {tensor!r}: {datatype} data must be numbers")
     try:
-        array = np.asarray(flat, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range floats become inf: refused later as non-finite
+            array = np.asarray(flat, dtype=dtype)
     except (OverflowError, ValueError, TypeError) as exc:
         raise KilnError(f"tensor {tensor!r}: data does not fit {datatype}: {exc}") from None
     if dtype.kind in "iu" and any(isinstance(v, float) for v in flat):

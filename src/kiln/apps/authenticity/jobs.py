@@ -94,6 +94,7 @@ class CaseSubmission:
     model: str
     priority: str = "interactive"  # or "bulk"
     callback_url: str | None = None
+    tenant: str | None = None  # the API key's tenant that owns the case (None on an open server)
 
 
 class CaseTransport(Protocol):
@@ -121,7 +122,7 @@ class InProcessCases:
 
     async def run(self, case: CaseSubmission) -> CaseResponse:
         return await self.service.authenticate(case.uploads, case.views, case.brand, case.model, checked=True,
-                                               priority=_priority(case.priority))
+                                               priority=_priority(case.priority), tenant=case.tenant)
 
     async def submit(self, case: CaseSubmission) -> str:
         from kiln.scale.jobstore import create_job
@@ -133,7 +134,8 @@ class InProcessCases:
         async def work(job_id: str) -> str:
             try:
                 result = await self.service.authenticate(case.uploads, case.views, case.brand, case.model, case_id=job_id,
-                                                         checked=True, priority=_priority(case.priority))
+                                                         checked=True, priority=_priority(case.priority),
+                                                         tenant=case.tenant)
             except KilnError as exc:
                 if webhooks is not None and case.callback_url:
                     webhooks.send(job_id, case.callback_url, {"job_id": job_id, "status": "failed", "error": str(exc),
@@ -146,6 +148,8 @@ class InProcessCases:
 
         job_id = uuid.uuid4().hex
         await asyncio.to_thread(create_job, self.jobs.store, job_id, "authenticate", case.callback_url)
+        if case.tenant is not None:
+            await asyncio.to_thread(self.jobs.store.set_job_tenant, job_id, case.tenant)
         self.jobs.start(job_id, work)
         return job_id
 

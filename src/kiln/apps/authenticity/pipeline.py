@@ -202,7 +202,7 @@ class AuthenticityService:
     # --- cases -----------------------------------------------------------------------------------
     async def authenticate(self, uploads: list[Upload], views: list[str], brand: str | None, model: str | None,
                            *, case_id: str | None = None, checked: bool = False,
-                           priority: Priority | None = None) -> CaseResponse:
+                           priority: Priority | None = None, tenant: str | None = None) -> CaseResponse:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
@@ -212,6 +212,7 @@ class AuthenticityService:
                                          usable=[p.ok for p in analysis.assessment.photos])
         response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
         record = self._record(response, uploads, analysis)
+        record.tenant = tenant  # the API key's tenant (access control); None on an open server
         stored = await asyncio.to_thread(self.store.save_case, record)
         if not stored:  # the same job delivered twice: the first result stands
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
@@ -38,6 +38,7 @@ from kiln.apps.authenticity.schemas import (
 )
 from kiln.apps.authenticity.views import VIEW_DESCRIPTIONS, VIEWS, Verdict
 from kiln.errors import KilnError, PayloadTooLargeError
+from kiln.security.access import check_visible, principal, tenant_filter, url_signer
 
 if TYPE_CHECKING:
     from kiln.serve.context import AppContext
@@ -141,6 +142,7 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
     ) -> Any:
         uploads, raw_views, fields = await read_case_form(request, limits)
         views, brand, model = check_request(uploads, raw_views, fields.get("brand"), fields.get("model"), limits)
+        tenant = principal(request).tenant
         callback_url = fields.get("callback_url") or None
         if callback_url is not None:
             from kiln.scale.webhooks import check_callback_url
@@ -148,7 +150,8 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
             if mode != "async":
                 raise KilnError("callback_url needs mode=async", hint="add ?mode=async to the URL")
             check_callback_url(callback_url)
-        case = CaseSubmission(uploads, views, brand, model, priority=priority, callback_url=callback_url)
+        case = CaseSubmission(uploads, views, brand, model, priority=priority, callback_url=callback_url,
+                              tenant=tenant)
         if mode == "async":
             job_id = await cases.submit(case)
             job = await asyncio.to_thread(store.get_job, job_id)
@@ -156,17 +159,24 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
                                 headers={"Location": f"{API}/jobs/{job_id}"})
         return await cases.run(case)
 
+    async def visible(case_id: str, request: Request) -> None:
+        """A case exists and the caller's tenant owns it (404 otherwise, as if it did not exist)."""
+        if tenant_filter(request) is not None:
+            owner = await asyncio.to_thread(store.case_tenant, case_id)
+            check_visible(owner, request, f"case {case_id!r}")
+
     @router.get("/cases", response_model=CaseList, summary="List past cases, newest first")
     async def list_cases(
+        request: Request,
         verdict: Annotated[Verdict | None, Query()] = None,
         brand: Annotated[str | None, Query(max_length=128)] = None,
         since: Annotated[date | None, Query(description="first day (UTC), inclusive")] = None,
         until: Annotated[date | None, Query(description="last day (UTC), inclusive")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> CaseList:
         query = CaseQuery(verdict=verdict.value if verdict else None, brand=brand, since=_day(since),
-                          until=_day(until, end=True), limit=limit, offset=offset)
+                          until=_day(until, end=True), limit=limit, offset=offset, tenant=tenant_filter(request))
         rows, total = await asyncio.to_thread(store.list_cases, query)
         return CaseList(total=total, limit=limit, offset=offset, cases=[
             CaseSummary(case_id=r.id, created_at=r.created_at, brand=r.brand, model=r.model, verdict=r.verdict,
@@ -175,8 +185,24 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         ])
 
     @router.get("/cases/{case_id}", response_model=CaseResponse, summary="A case's result (JSON report)")
-    async def get_case(case_id: str) -> CaseResponse:
+    async def get_case(case_id: str, request: Request) -> CaseResponse:
+        await visible(case_id, request)
         return await service.get_case(case_id)
+
+    @router.post("/cases/{case_id}/share", summary="Signed, expiring links to a case's reports, for buyers (no key needed)")
+    async def share(
+        case_id: str,
+        request: Request,
+        expires_in: Annotated[int, Query(ge=60, le=30 * 24 * 3600, description="seconds the links stay valid")] = 7 * 24 * 3600,
+    ) -> dict[str, Any]:
+        await visible(case_id, request)
+        await asyncio.to_thread(store.get_report, case_id, "html")  # 404 for an unknown case
+        signer = url_signer(request)
+        base = str(request.base_url).rstrip("/")
+        html, expires = signer.sign(f"{API}/cases/{case_id}/report.html", expires_in)
+        pdf, _ = signer.sign(f"{API}/cases/{case_id}/report.pdf", expires_in)
+        return {"case_id": case_id, "report_url": base + html, "pdf_url": base + pdf,
+                "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()}
 
     async def _report_inputs(case_id: str) -> tuple[CaseResponse, list[ReportPhoto]]:
         case = await service.get_case(case_id)
@@ -184,7 +210,8 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         return case, [ReportPhoto(i.position, i.data, i.heatmap) for i in images]
 
     @router.get("/cases/{case_id}/report.html", response_class=HTMLResponse, summary="HTML report (rendered once, then stored)")
-    async def report_html(case_id: str) -> HTMLResponse:
+    async def report_html(case_id: str, request: Request) -> HTMLResponse:
+        await visible(case_id, request)
         cached = await asyncio.to_thread(store.get_report, case_id, "html")
         if cached is None:
             case, photos = await _report_inputs(case_id)
@@ -202,6 +229,7 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
     @router.get("/cases/{case_id}/report.pdf", summary="PDF certificate (rendered once, then stored)",
                 responses={200: {"content": {"application/pdf": {}}}})
     async def report_pdf(case_id: str, request: Request) -> Response:
+        await visible(case_id, request)
         cached = await asyncio.to_thread(store.get_report, case_id, "pdf")
         if cached is None:
             case, photos = await _report_inputs(case_id)
@@ -213,7 +241,8 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
 
     @router.get("/cases/{case_id}/images/{index}", summary="A photo of a case, as uploaded",
                 responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
-    async def case_image(case_id: str, index: int) -> Response:
+    async def case_image(case_id: str, index: Annotated[int, Path(ge=0, le=1000)], request: Request) -> Response:
+        await visible(case_id, request)
         image = await asyncio.to_thread(store.case_image, case_id, index)
         return Response(image.data, media_type=image.content_type, headers={"Cache-Control": "private, max-age=86400"})
 
@@ -225,21 +254,25 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
 
     @router.get("/cases/{case_id}/images/{index}/heatmap.png", summary="Transparent heatmap to layer over the photo",
                 responses={200: {"content": {"image/png": {}}}})
-    async def heatmap(case_id: str, index: int) -> Response:
+    async def heatmap(case_id: str, index: Annotated[int, Path(ge=0, le=1000)], request: Request) -> Response:
+        await visible(case_id, request)
         data, grid, scale = await _heatmap_inputs(case_id, index)
         png = await asyncio.to_thread(heatmap_png, grid, data, scale=scale)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
     @router.get("/cases/{case_id}/images/{index}/overlay.jpg", summary="The photo with its heatmap blended in",
                 responses={200: {"content": {"image/jpeg": {}}}})
-    async def overlay(case_id: str, index: int) -> Response:
+    async def overlay(case_id: str, index: Annotated[int, Path(ge=0, le=1000)], request: Request) -> Response:
+        await visible(case_id, request)
         data, grid, scale = await _heatmap_inputs(case_id, index)
         jpeg = await asyncio.to_thread(overlay_jpeg, grid, data, scale=scale)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @router.get("/jobs/{job_id}", response_model=JobResponse, summary="State of an asynchronous case")
-    async def get_job(job_id: str) -> JobResponse:
-        return _job_response(await asyncio.to_thread(store.get_job, job_id))
+    async def get_job(job_id: str, request: Request) -> JobResponse:
+        job = await asyncio.to_thread(store.get_job, job_id)
+        check_visible(job.tenant, request, f"job {job_id!r}")
+        return _job_response(job)
 
     @router.post("/references", response_model=ReferenceList, status_code=201, openapi_extra=_MULTIPART_SCHEMA,
                  summary="Register verified authentic photos of a brand/model")

@@ -4,6 +4,13 @@ SQLite (WAL mode) by default, PostgreSQL by URL (``postgresql+psycopg://``); the
 """
 
 from kiln.serve.store.database import CaseQuery, Store, open_store
-from kiln.serve.store.models import Base, CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord
+from kiln.serve.store.models import (
+    ApiKeyRecord,
+    Base,
+    CaseImageRecord,
+    CaseRecord,
+    JobRecord,
+    ReferenceRecord,
+)
 
-__all__ = ["Base", "CaseImageRecord", "CaseQuery", "CaseRecord", "JobRecord", "ReferenceRecord", "Store", "open_store"]
+__all__ = ["ApiKeyRecord", "Base", "CaseImageRecord", "CaseQuery", "CaseRecord", "JobRecord", "ReferenceRecord", "Store", "open_store"]

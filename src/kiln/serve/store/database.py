@@ -35,6 +35,7 @@ class CaseQuery:
     until: datetime | None = None
     limit: int = 50
     offset: int = 0
+    tenant: str | None = None  # only this tenant's cases (access control); None: every case
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -148,6 +149,8 @@ class Store:
             conditions.append(CaseRecord.created_at >= query.since)
         if query.until:
             conditions.append(CaseRecord.created_at < query.until)
+        if query.tenant is not None:
+            conditions.append(CaseRecord.tenant == query.tenant)
         with self.session() as session:
             total = session.scalar(select(func.count()).select_from(CaseRecord).where(*conditions)) or 0
             rows = session.scalars(
@@ -155,6 +158,14 @@ class Store:
                 .limit(query.limit).offset(query.offset)
             ).all()
             return list(rows), int(total)
+
+    def case_tenant(self, case_id: str) -> str | None:
+        """The tenant that created a case (None when made without access control)."""
+        with self.session() as session:
+            row = session.execute(select(CaseRecord.tenant).where(CaseRecord.id == case_id)).first()
+            if row is None:
+                raise NotFoundError(f"case {case_id!r} not found")
+            return row[0]  # type: ignore[no-any-return]
 
     def case_image(self, case_id: str, position: int) -> CaseImageRecord:
         with self.session() as session:
@@ -253,6 +264,13 @@ class Store:
                 job.error = error
                 job.error_status = error_status
             return job
+
+    def set_job_tenant(self, job_id: str, tenant: str | None) -> None:
+        with self.session() as session:
+            job = session.get(JobRecord, job_id)
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} not found")
+            job.tenant = tenant
 
     def get_job(self, job_id: str) -> JobRecord:
         with self.session() as session:

@@ -33,6 +33,8 @@ class CaseRecord(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_html: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     report_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    # --- security (issue 8): the tenant (API key owner) that created the case; NULL without access control
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     images: Mapped[list[CaseImageRecord]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="CaseImageRecord.position", lazy="selectin"
@@ -97,3 +99,21 @@ class JobRecord(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending | delivered | failed
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # --- security (issue 8): the tenant that submitted the job; NULL without access control
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# --- security (issue 8): API keys ------------------------------------------------------------------
+class ApiKeyRecord(Base):
+    """An API key: only the SHA-256 of its secret is stored; revoked keys stay for the audit trail."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the public part of the token
+    name: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str] = mapped_column(String(64), index=True)  # whose cases the key sees
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the server's default
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,29 @@
+"""``kiln bench soak`` end to end, shortened: probe, soak, 3× overload, recovery against the live server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from kiln.serve.soak import SoakSettings, run_soak, verdict
+
+from .conftest import Server
+
+
+def test_short_soak_and_overload(server: Server) -> None:
+    settings = SoakSettings(url=server.url, duration_s=6, probe_s=1.5, overload_s=3, recovery_s=3, levels=(1, 4), pid=os.getpid(), calibration_steps=1)
+    lines: list[str] = []
+    result = asyncio.run(run_soak(settings, report=lines.append))
+    assert result["max_throughput_rps"] > 0
+    assert {"infer_binary", "infer_json", "authenticate", "list_cases", "packaging_styles"} <= set(result["mix"])
+    soak, over, recovery = result["soak"], result["overload"], result["recovery"]
+    assert soak["requests"] > 0 and soak["p99_first_ms"] is not None and soak["rss_start_mb"] > 0
+    for phase in (soak, over, recovery):  # under any load: answers or fast refusals, never a server error
+        bad = {code: n for code, n in phase["statuses"].items() if code not in ("200", "429", "503", "504")}
+        assert not bad, (phase["phase"], phase["statuses"])
+    assert over["requests"] > 0 and over["other_failures"] == 0
+    assert recovery["requests"] > 0
+    assert any(line.startswith("soak:") for line in lines)
+    assert not [p for p in verdict(result) if "answers other than" in p]  # latencies are measured, not asserted
+    with server.client() as client:
+        assert client.get("/v2/health/ready").status_code == 200
