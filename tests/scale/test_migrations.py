@@ -42,7 +42,7 @@ def test_sqlite_store_opens_at_head_matching_the_models(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'kiln.db'}"
     store = open_store(url)
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == "0003"
     store.close()
     assert _differences(url) == []
     open_store(url).close()  # opening again is a no-op
@@ -64,7 +64,7 @@ def test_database_made_before_migrations_is_stamped_and_upgraded(tmp_path: Path)
                                 "VALUES ('j1', 'authenticate', 'done', '2026-01-01', '2026-01-01', 1)"))
     engine.dispose()
     store = open_store(url)
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == "0003"
     job = store.get_job("j1")
     assert job.status == "done" and job.webhook_attempts == 0 and job.callback_url is None
     store.close()
@@ -78,7 +78,7 @@ def test_postgresql_gets_the_same_schema_as_sqlite(database: str, tmp_path: Path
     sqlite = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
     postgres = open_store(pg_url(database))
     try:
-        assert current_revision(postgres.engine) == "0002"
+        assert current_revision(postgres.engine) == "0003"
         assert _schema(postgres.engine) == _schema(sqlite.engine)
         assert _differences(pg_url(database)) == []
     finally:

@@ -33,7 +33,7 @@ class CaseRecord(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_html: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     report_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
-    # --- security (issue 8): the tenant (API key owner) that created the case; NULL without access control
+    # --- security (migration 0003): the tenant (API key owner) that created the case; NULL without access control
     tenant: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     images: Mapped[list[CaseImageRecord]] = relationship(
