@@ -1,8 +1,9 @@
-"""The store on SQLite (always) and PostgreSQL (when KILN_TEST_POSTGRES_URL names a database)."""
+"""The store on SQLite (always) and PostgreSQL (KILN_TEST_POSTGRES_URL, default: this machine's `test` database)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,18 @@ from sqlalchemy import text
 from kiln.errors import KilnError, NotFoundError
 from kiln.serve.store import CaseImageRecord, CaseQuery, CaseRecord, ReferenceRecord, Store, open_store
 
-POSTGRES_URL = os.environ.get("KILN_TEST_POSTGRES_URL")
+POSTGRES_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _reachable(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
@@ -23,8 +35,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         s = open_store(f"sqlite:///{tmp_path / 'sub' / 'kiln.db'}")
     else:
-        if not POSTGRES_URL:
-            pytest.skip("set KILN_TEST_POSTGRES_URL=postgresql+psycopg://USER:PASSWORD@HOST/DB to test PostgreSQL")
+        if not _reachable(POSTGRES_URL):
+            pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable (start it, or set KILN_TEST_POSTGRES_URL)")
         s = open_store(POSTGRES_URL)
         from sqlalchemy import text
 
