@@ -63,6 +63,8 @@ def sample_photo_verdicts(engine: Path) -> dict[str, Any]:
     predictor = EnginePredictor(engine)
     photos = []
     for name in SAMPLE_PHOTOS:
+        if not hasattr(skdata, name):  # scikit-image versions differ in what they ship
+            continue
         image = Image.fromarray(getattr(skdata, name)()).convert("RGB")
         if min(image.size) < 256:
             image = image.resize((image.width * 2, image.height * 2))
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=900, help="training cases (train + validation)")
     parser.add_argument("--test-cases", type=int, default=400, help="cases per test set")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's default)")
+    parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     parser.add_argument("--size", type=int, default=176, help="synthetic photo size in pixels")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")
@@ -114,7 +117,7 @@ def main() -> None:
     _synth(work / "test-hard", args.test_cases, 1002, ("hard",), False, args.size)
 
     checkpoint = work / "auth.pt"
-    config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    config = TrainConfig(device=args.device) if args.epochs is None else TrainConfig(epochs=args.epochs, device=args.device)
     if not checkpoint.is_file():
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))
@@ -161,8 +164,8 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace, work: Path, con
     mark = {True: "✅", False: "❌"}
     text = f"""## Accuracy on held-out synthetic data
 
-Command: `python benchmarks/authenticity_accuracy.py --cases {args.cases} --test-cases {args.test_cases}` ·
-{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {os.cpu_count()} cores · recipe: backbone `{config.backbone}` (width
+Command: `{' '.join(['python', 'benchmarks/authenticity_accuracy.py', *sys.argv[1:]])}` ·
+{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} · recipe: backbone `{config.backbone}` (width
 {config.width}), {config.image_size} px, {config.epochs} epochs, batch {config.batch_size}, target precision {config.target_precision}.
 Training data: {args.cases} cases (seed 1, mixed difficulty, with twins); test sets of {args.test_cases} cases each with
 unseen seeds (1001 mixed, 1002 hardest level only), without twins. Synthesis {t.get('synth_train_s', 0):.0f} s, training

@@ -97,7 +97,8 @@ def check_request(uploads: list[Upload], views: list[str], brand: str | None, mo
                   limits: UploadLimits) -> tuple[list[str], str, str]:
     """Everything that can be checked without decoding: counts, views, sizes, formats."""
     if not uploads:
-        raise KilnError("no photos: send 1 to {limits.max_photos} files in the 'images' field".replace("{limits.max_photos}", str(limits.max_photos)))
+        raise KilnError(f"no photos: send 1 to {limits.max_photos} files in the 'images' field",
+                        hint="multipart/form-data with images=@photo.jpg and views=VIEW per photo, plus brand and model")
     if len(uploads) > limits.max_photos:
         raise KilnError(f"{len(uploads)} photos sent; at most {limits.max_photos} per case",
                         hint="send one photo per view: " + ", ".join(["logo", "stitching", "hardware", "date_code", "lining", "overall"]))
