@@ -190,7 +190,7 @@ def measure_engine(engine: Path, body: bytes, content_type: str, args: argparse.
     return {"c1": single, "c8": eight}
 
 
-def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None) -> tuple[Path, Path]:
+def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None, need_int8: bool = True) -> tuple[Path, Path]:
     """INT8 and FP32 engines of ``checkpoint`` (built with its dataset ``data``), or of a quickly trained
     model on synthetic data when none is given: speed does not depend on how well the model was trained."""
     from kiln.apps.authenticity.engine import build_auth_engine
@@ -210,7 +210,8 @@ def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None) -> t
     else:
         int8 = home / f"{checkpoint.stem}-engine-int8"
         fp32 = home / f"{checkpoint.stem}-engine-fp32"
-    build_auth_engine(checkpoint, data, int8, precision=Precision.INT8, validate=False)
+    if need_int8:
+        build_auth_engine(checkpoint, data, int8, precision=Precision.INT8, validate=False)
     build_auth_engine(checkpoint, data, fp32, precision=Precision.FP32, validate=False)
     return int8, fp32
 
@@ -241,7 +242,7 @@ def main() -> None:
     home = get_settings().home / "bench" / "authenticity"
     home.mkdir(parents=True, exist_ok=True)
     if args.engine is None or args.baseline is None:
-        int8, fp32 = prepare_engines(home, args.checkpoint, args.data)
+        int8, fp32 = prepare_engines(home, args.checkpoint, args.data, need_int8=args.engine is None)
         args.engine = args.engine or int8
         args.baseline = args.baseline or fp32
     files = make_case(1024)

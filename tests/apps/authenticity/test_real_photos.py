@@ -9,6 +9,8 @@ switched off), and, as a control, that the same gate lets the model's own kind o
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import pytest
 from PIL import Image
 
 from kiln.apps.authenticity.views import VIEWS
+
+from .conftest import serve_app
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -86,6 +90,30 @@ async def test_the_gate_alone_rejects_them_and_lets_training_photos_through(api:
     finally:
         thresholds.counterfeit, thresholds.authentic = saved.counterfeit, saved.authentic
         thresholds.min_authentic_views = saved.min_authentic_views
+
+
+@pytest.fixture
+async def trained_api(tmp_path: Path) -> AsyncIterator[Any]:
+    """The app on a realistically trained engine (``KILN_AUTH_ENGINE``, e.g. the INT8 engine that
+    benchmarks/authenticity_accuracy.py builds); skipped when none is given."""
+    engine = os.environ.get("KILN_AUTH_ENGINE")
+    if not engine:
+        pytest.skip("set KILN_AUTH_ENGINE to an authenticity engine directory to run this against a trained model")
+    if not (Path(engine) / "manifest.json").is_file():
+        pytest.fail(f"KILN_AUTH_ENGINE={engine} is not an engine directory")
+    async for client in serve_app(Path(engine), tmp_path):
+        yield client
+
+
+async def test_sample_photographs_never_get_a_verdict_from_a_trained_engine(trained_api: Any) -> None:
+    rejected = total = 0
+    for case in _cases():
+        result = await _submit(trained_api, case)
+        assert result["verdict"] == "inconclusive", (result["verdict"], [n for n, _, _ in case], result["reasons"])
+        rejected += sum(not image["quality"]["ok"] for image in result["images"])
+        total += len(result["images"])
+    # The gate, not only abstention, is what stops them: nearly every photo is rejected outright.
+    assert rejected / total >= 0.9, f"only {rejected}/{total} sample photographs were rejected by the gate"
 
 
 def test_photos_exist() -> None:

@@ -441,17 +441,27 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     min_side = min(config.min_side, smallest)
     val_views = np.array([p.view for p in val.photos])
     train_views = np.array([p.view for p in train.photos])
+    centroids: dict[str, np.ndarray] = {}
     for view in VIEWS:
         mask = train_views == view
         if not mask.any():
             continue
         centroid = train_emb[mask].mean(axis=0)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
-        sims = np.concatenate([train_emb[mask] @ centroid, val_emb[val_views == view] @ centroid])
+        centroids[view] = centroid
+    for view, centroid in centroids.items():
+        mask = train_views == view
+        # Floors that keep 99.5% of the held-out validation photos of the view (the training photos'
+        # when there are none): the embedding of a photo of something else rarely clears both.
+        held = val_emb[val_views == view] if (val_views == view).any() else train_emb[mask]
+        sims = held @ centroid
+        others = [held @ c for v, c in centroids.items() if v != view]
+        margins = sims - np.max(others, axis=0) if others else np.full_like(sims, 2.0)
         stats = np.array([m.stats() for m, keep in zip(train.metrics, mask, strict=True) if keep])
         views[view] = ViewProfile(
             centroid=[round(float(v), 6) for v in centroid],
-            min_similarity=float(np.quantile(sims, 0.001) - 0.05),
+            min_similarity=float(np.quantile(sims, 0.005) - 0.02),
+            min_margin=float(np.quantile(margins, 0.005) - 0.02) if others else -2.0,
             stats_mean=[float(v) for v in stats.mean(axis=0)],
             stats_std=[float(v) for v in stats.std(axis=0) + 1e-3],
             quality=learn_limits([m for m, keep in zip(train.metrics, mask, strict=True) if keep], min_side),
