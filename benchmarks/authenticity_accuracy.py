@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from authenticity_doc import replace_section  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks" / "authenticity.md"
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left",
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "clock",
                  "retina", "camera", "moon", "coins", "brick", "grass", "gravel", "cat", "page")
 
 
@@ -159,7 +159,7 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace, work: Path, con
     samples = results["sample_photos"]
     t = results["timings"]
     ok1 = mixed["coverage"] >= 0.9 and mixed["accuracy_covered"] >= 0.99
-    ok2 = hard["accuracy_covered"] >= 0.97
+    ok2 = hard["accuracy_covered"] >= 0.97 and hard["coverage"] >= 0.9  # at the same operating point as item 1
     ok3 = max(drop_mixed, drop_hard) <= 0.5
     ok4 = samples["verdicts"]["authentic"] == 0 and samples["verdicts"]["counterfeit"] == 0
     mark = {True: "✅", False: "❌"}
@@ -182,7 +182,7 @@ unseen seeds (1001 mixed, 1002 hardest level only), without twins. Synthesis {t.
 | acceptance | measured | |
 |---|---|---|
 | mixed: ≥ 99% accuracy at ≥ 90% coverage | {mixed['accuracy_covered']:.2%} at {mixed['coverage']:.1%} | {mark[ok1]} |
-| hardest level: ≥ 97% | {hard['accuracy_covered']:.2%} at {hard['coverage']:.1%} coverage | {mark[ok2]} |
+| hardest level: ≥ 97% (at ≥ 90% coverage) | {hard['accuracy_covered']:.2%} at {hard['coverage']:.1%} coverage | {mark[ok2]} |
 | INT8 vs FP32 case accuracy drop ≤ 0.5 point | {drop_mixed:+.2f} (mixed), {drop_hard:+.2f} (hard) | {mark[ok3]} |
 | sample photographs: no authentic/counterfeit verdict | {samples['verdicts']} over {samples['cases']} cases; {samples['photos_passing_gate']} of {samples['photos']} photos passed the gate | {mark[ok4]} |
 

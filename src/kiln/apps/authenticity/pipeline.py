@@ -190,7 +190,8 @@ class AuthenticityService:
         """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
         photos, metrics = await self._decode(uploads)
         pre = self.manifest.preprocessing
-        batch = to_batch(np.stack([p.pixels for p in photos]), pre)
+        # Off the event loop: the loop keeps parsing other requests' uploads meanwhile.
+        batch = await asyncio.to_thread(to_batch, np.stack([p.pixels for p in photos]), pre)
         input_name = self.manifest.inputs[0].name
         outputs = await self.inference.infer(self.model_name, {input_name: batch})
         assessment = assess_case(views, metrics, outputs, self.calibration)
