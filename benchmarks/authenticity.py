@@ -164,7 +164,7 @@ def measure_engine(engine: Path, body: bytes, content_type: str, args: argparse.
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.db"
         cmd = [sys.executable, __file__, "serve", "--engine", str(engine), "--port", str(port), "--db", db]
-        if args.threads:
+        if args.threads:  # 0: leave onnxruntime's default
             cmd += ["--threads", str(args.threads)]
         server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         try:
@@ -229,7 +229,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="build both engines from this checkpoint (with --data)")
     parser.add_argument("--data", type=Path, help="the checkpoint's training data (calibration photos for INT8)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per concurrency level")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads in the server")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads per engine call in the server (default 1: concurrent cases run "
+                             "side by side on the cores; 0 = onnxruntime's default, which oversubscribed 2 cores)")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true", help="print results only")
     args = parser.parse_args()
@@ -275,7 +277,8 @@ Command: `{' '.join(['python', 'benchmarks/authenticity.py', *sys.argv[1:]])}` �
 · {cpu}, {os.cpu_count()} cores · engine `{manifest.name}` ({manifest.backend} {manifest.precision.value}, backbone
 {manifest.extra.get('backbone')}, {manifest.preprocessing.input_size[1]} px) · request: 6 JPEGs of 1024×1024
 ({body_bytes / 1e6:.2f} MB multipart) · server: the app's router on uvicorn (one process), SQLite store · client: a
-separate process, keep-alive connections, {args.seconds:.0f} s per level · load average (1 min) during the
+separate process, keep-alive connections, {args.seconds:.0f} s per level · onnxruntime intra-op threads per call:
+{args.threads or 'default'} · load average (1 min) during the
 runs: {', '.join(f'{v:.2f}' for v in loads)} (INT8 c1, c8, FP32 c1, c8).
 {('' if not args.note else chr(10) + '> ' + args.note + chr(10))}
 {contention}
