@@ -164,7 +164,7 @@ def measure_engine(engine: Path, body: bytes, content_type: str, args: argparse.
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.db"
         cmd = [sys.executable, __file__, "serve", "--engine", str(engine), "--port", str(port), "--db", db]
-        if args.threads:
+        if args.threads:  # 0: leave onnxruntime's default
             cmd += ["--threads", str(args.threads)]
         server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         try:
@@ -181,29 +181,37 @@ def measure_engine(engine: Path, body: bytes, content_type: str, args: argparse.
                     raise RuntimeError("the benchmark server did not start")
                 time.sleep(0.5)
             single = run_load(port, body, content_type, 1, args.seconds, warmup=5)
+            single["load_average"] = round(os.getloadavg()[0], 2)
             eight = run_load(port, body, content_type, 8, args.seconds, warmup=2)
+            eight["load_average"] = round(os.getloadavg()[0], 2)
         finally:
             server.terminate()
             server.wait(timeout=30)
     return {"c1": single, "c8": eight}
 
 
-def prepare_engines(home: Path) -> tuple[Path, Path]:
-    """A quickly trained model on synthetic data and its INT8 and FP32 engines (speed does not depend on accuracy)."""
+def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None, need_int8: bool = True) -> tuple[Path, Path]:
+    """INT8 and FP32 engines of ``checkpoint`` (built with its dataset ``data``), or of a quickly trained
+    model on synthetic data when none is given: speed does not depend on how well the model was trained."""
     from kiln.apps.authenticity.engine import build_auth_engine
     from kiln.apps.authenticity.synth import SynthSpec, generate_dataset
     from kiln.apps.authenticity.train import TrainConfig, train
     from kiln.engine.spec import Precision
 
-    data = home / "perf-data"
-    if not (data / "cases.csv").is_file():
-        generate_dataset(data, 60, SynthSpec(seed=5, size=176, twins=True))
-    checkpoint = home / "perf-model.pt"
-    if not checkpoint.is_file():
-        train(data, checkpoint, TrainConfig(epochs=1))
-    int8 = home / "perf-engine-int8"
-    fp32 = home / "perf-engine-fp32"
-    build_auth_engine(checkpoint, data, int8, precision=Precision.INT8, validate=False)
+    if checkpoint is None or data is None:
+        data = home / "perf-data"
+        if not (data / "cases.csv").is_file():
+            generate_dataset(data, 60, SynthSpec(seed=5, size=176, twins=True))
+        checkpoint = home / "perf-model.pt"
+        if not checkpoint.is_file():
+            train(data, checkpoint, TrainConfig(epochs=1))
+        int8 = home / "perf-engine-int8"
+        fp32 = home / "perf-engine-fp32"
+    else:
+        int8 = home / f"{checkpoint.stem}-engine-int8"
+        fp32 = home / f"{checkpoint.stem}-engine-fp32"
+    if need_int8:
+        build_auth_engine(checkpoint, data, int8, precision=Precision.INT8, validate=False)
     build_auth_engine(checkpoint, data, fp32, precision=Precision.FP32, validate=False)
     return int8, fp32
 
@@ -218,8 +226,12 @@ def main() -> None:
     srv.add_argument("--threads", type=int)
     parser.add_argument("--engine", type=Path, help="INT8 engine directory (default: build one)")
     parser.add_argument("--baseline", type=Path, help="FP32 engine of the same checkpoint (default: build one)")
+    parser.add_argument("--checkpoint", type=Path, help="build both engines from this checkpoint (with --data)")
+    parser.add_argument("--data", type=Path, help="the checkpoint's training data (calibration photos for INT8)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per concurrency level")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads in the server")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads per engine call in the server (default 1: concurrent cases run "
+                             "side by side on the cores; 0 = onnxruntime's default, which oversubscribed 2 cores)")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true", help="print results only")
     args = parser.parse_args()
@@ -232,7 +244,7 @@ def main() -> None:
     home = get_settings().home / "bench" / "authenticity"
     home.mkdir(parents=True, exist_ok=True)
     if args.engine is None or args.baseline is None:
-        int8, fp32 = prepare_engines(home)
+        int8, fp32 = prepare_engines(home, args.checkpoint, args.data, need_int8=args.engine is None)
         args.engine = args.engine or int8
         args.baseline = args.baseline or fp32
     files = make_case(1024)
@@ -255,14 +267,21 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace, body_bytes: int
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    loads = [r["load_average"] for engine in results.values() for r in engine.values()]
+    contention = (f"> Taken under contention: the 1-minute load average on this shared {os.cpu_count()}-core machine was "
+                  f"{min(loads):.1f}–{max(loads):.1f} during the measurements (other jobs running), so these figures are "
+                  "pessimistic; rerun the command on a quiet machine for the real ones.\n") if max(loads) > 1.5 else ""
     text = f"""## Performance: a 6-photo case over HTTP
 
-Command: `python benchmarks/authenticity.py{' --engine ' + str(args.engine) if args.engine else ''}` · {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}
+Command: `{' '.join(['python', 'benchmarks/authenticity.py', *sys.argv[1:]])}` · {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}
 · {cpu}, {os.cpu_count()} cores · engine `{manifest.name}` ({manifest.backend} {manifest.precision.value}, backbone
 {manifest.extra.get('backbone')}, {manifest.preprocessing.input_size[1]} px) · request: 6 JPEGs of 1024×1024
 ({body_bytes / 1e6:.2f} MB multipart) · server: the app's router on uvicorn (one process), SQLite store · client: a
-separate process, keep-alive connections, {args.seconds:.0f} s per level.
+separate process, keep-alive connections, {args.seconds:.0f} s per level · onnxruntime intra-op threads per call:
+{args.threads or 'default'} · load average (1 min) during the
+runs: {', '.join(f'{v:.2f}' for v in loads)} (INT8 c1, c8, FP32 c1, c8).
 {('' if not args.note else chr(10) + '> ' + args.note + chr(10))}
+{contention}
 | engine | concurrency | cases/s | p50 ms | p95 ms | p99 ms |
 |---|---|---|---|---|---|
 | INT8 | 1 | {i1['cases_per_s']} | {i1['p50_ms']} | **{i1['p95_ms']}** {ok1} | {i1['p99_ms']} |

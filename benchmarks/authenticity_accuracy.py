@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from authenticity_doc import replace_section  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks" / "authenticity.md"
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left",
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "clock",
                  "retina", "camera", "moon", "coins", "brick", "grass", "gravel", "cat", "page")
 
 
@@ -63,6 +63,8 @@ def sample_photo_verdicts(engine: Path) -> dict[str, Any]:
     predictor = EnginePredictor(engine)
     photos = []
     for name in SAMPLE_PHOTOS:
+        if not hasattr(skdata, name):  # scikit-image versions differ in what they ship
+            continue
         image = Image.fromarray(getattr(skdata, name)()).convert("RGB")
         if min(image.size) < 256:
             image = image.resize((image.width * 2, image.height * 2))
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=900, help="training cases (train + validation)")
     parser.add_argument("--test-cases", type=int, default=400, help="cases per test set")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's default)")
+    parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     parser.add_argument("--size", type=int, default=176, help="synthetic photo size in pixels")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")
@@ -114,7 +117,7 @@ def main() -> None:
     _synth(work / "test-hard", args.test_cases, 1002, ("hard",), False, args.size)
 
     checkpoint = work / "auth.pt"
-    config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    config = TrainConfig(device=args.device) if args.epochs is None else TrainConfig(epochs=args.epochs, device=args.device)
     if not checkpoint.is_file():
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))
@@ -150,19 +153,20 @@ def _row(name: str, r: dict[str, Any]) -> str:
 def write_doc(results: dict[str, Any], args: argparse.Namespace, work: Path, config: Any) -> None:
     mixed, hard = results["test-mixed/int8"], results["test-hard/int8"]
     mixed32, hard32 = results["test-mixed/fp32"], results["test-hard/fp32"]
-    drop_mixed = (mixed32["accuracy_no_abstention"] - mixed["accuracy_no_abstention"]) * 100
-    drop_hard = (hard32["accuracy_no_abstention"] - hard["accuracy_no_abstention"]) * 100
+    # Rounded to the resolution of the figures (1 case in 400 is 0.25 point), so 0.5 is not 0.5000000001.
+    drop_mixed = round((mixed32["accuracy_no_abstention"] - mixed["accuracy_no_abstention"]) * 100, 6)
+    drop_hard = round((hard32["accuracy_no_abstention"] - hard["accuracy_no_abstention"]) * 100, 6)
     samples = results["sample_photos"]
     t = results["timings"]
     ok1 = mixed["coverage"] >= 0.9 and mixed["accuracy_covered"] >= 0.99
-    ok2 = hard["accuracy_covered"] >= 0.97
+    ok2 = hard["accuracy_covered"] >= 0.97 and hard["coverage"] >= 0.9  # at the same operating point as item 1
     ok3 = max(drop_mixed, drop_hard) <= 0.5
     ok4 = samples["verdicts"]["authentic"] == 0 and samples["verdicts"]["counterfeit"] == 0
     mark = {True: "✅", False: "❌"}
     text = f"""## Accuracy on held-out synthetic data
 
-Command: `python benchmarks/authenticity_accuracy.py --cases {args.cases} --test-cases {args.test_cases}` ·
-{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {os.cpu_count()} cores · recipe: backbone `{config.backbone}` (width
+Command: `{' '.join(['python', 'benchmarks/authenticity_accuracy.py', *sys.argv[1:]])}` ·
+{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} · recipe: backbone `{config.backbone}` (width
 {config.width}), {config.image_size} px, {config.epochs} epochs, batch {config.batch_size}, target precision {config.target_precision}.
 Training data: {args.cases} cases (seed 1, mixed difficulty, with twins); test sets of {args.test_cases} cases each with
 unseen seeds (1001 mixed, 1002 hardest level only), without twins. Synthesis {t.get('synth_train_s', 0):.0f} s, training
@@ -178,7 +182,7 @@ unseen seeds (1001 mixed, 1002 hardest level only), without twins. Synthesis {t.
 | acceptance | measured | |
 |---|---|---|
 | mixed: ≥ 99% accuracy at ≥ 90% coverage | {mixed['accuracy_covered']:.2%} at {mixed['coverage']:.1%} | {mark[ok1]} |
-| hardest level: ≥ 97% | {hard['accuracy_covered']:.2%} at {hard['coverage']:.1%} coverage | {mark[ok2]} |
+| hardest level: ≥ 97% (at ≥ 90% coverage) | {hard['accuracy_covered']:.2%} at {hard['coverage']:.1%} coverage | {mark[ok2]} |
 | INT8 vs FP32 case accuracy drop ≤ 0.5 point | {drop_mixed:+.2f} (mixed), {drop_hard:+.2f} (hard) | {mark[ok3]} |
 | sample photographs: no authentic/counterfeit verdict | {samples['verdicts']} over {samples['cases']} cases; {samples['photos_passing_gate']} of {samples['photos']} photos passed the gate | {mark[ok4]} |
 

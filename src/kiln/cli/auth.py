@@ -61,6 +61,7 @@ def train_cmd(
     pretrained: Annotated[Path | None, typer.Option(help="local timm state_dict to start from (nothing is downloaded)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
     seed: Annotated[int, typer.Option(help="seed for the split, initialisation and augmentation")] = 0,
+    device: Annotated[str, typer.Option(help="torch device for the network: cpu, or cuda to train on a GPU")] = "cpu",
 ) -> None:
     """Fine-tune the per-view model and calibrate verdicts on held-out cases."""
     import json
@@ -76,7 +77,7 @@ def train_cmd(
     config = TrainConfig(
         backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
-        pretrained=pretrained, threads=threads, seed=seed,
+        pretrained=pretrained, threads=threads, seed=seed, device=device,
     )
 
     def show(stats: EpochStats) -> None:

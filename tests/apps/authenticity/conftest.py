@@ -61,6 +61,11 @@ def engine_dir(trained: TrainResult, synth_data: Path, tmp_path_factory: pytest.
 @pytest.fixture
 async def api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[object]:
     """The app's router on a bare FastAPI app with kiln's error handler, over an in-process transport."""
+    async for client in serve_app(engine_dir, tmp_path):
+        yield client
+
+
+async def serve_app(engine_dir: Path, tmp_path: Path) -> AsyncIterator[object]:
     import httpx
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse

@@ -172,6 +172,9 @@ async def test_info_describes_views_limits_and_engine(api: Any) -> None:
     ("build", "status", "needle"),
     [
         (lambda f, v: _form([], []), 400, "no photos"),
+        (lambda f, v: {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "no photos"),
+        (lambda f, v: {"content": b""}, 400, "no photos"),
+        (lambda f, v: {"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart"),
         (lambda f, v: _form(f + f[:1], v + v[:1]), 400, "at most 6"),
         (lambda f, v: _form(f, v[:-1]), 400, "6 photos but 5 views"),
         (lambda f, v: _form(f, ["logo", "stitching", "hardware", "date_code", "lining", "sole"]), 400, "unknown view 'sole'"),

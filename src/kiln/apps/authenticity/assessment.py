@@ -11,6 +11,9 @@ from kiln.apps.authenticity.fusion import FusionResult, ViewScore, fuse, hottest
 from kiln.apps.authenticity.ood import check_distribution, view_similarities
 from kiln.apps.authenticity.quality import Finding, QualityMetrics, check_quality
 from kiln.apps.authenticity.quality import QualityLimits as _Limits
+from kiln.apps.authenticity.views import Verdict
+
+FOREIGN_CODES = frozenset({"wrong_view", "out_of_distribution"})
 
 
 @dataclass
@@ -72,4 +75,14 @@ def assess_case(
     repeated = sorted(v for v, n in counts.items() if n > 1)
     if repeated:
         notes.append("views photographed more than once: " + ", ".join(repeated))
-    return CaseAssessment(photos, fuse(usable, cal, rejected=len(photos) - len(usable)), notes)
+    fusion = fuse(usable, cal, rejected=len(photos) - len(usable))
+    foreign = [p for p in photos if any(f.code in FOREIGN_CODES for f in p.findings)]
+    if foreign and len(foreign) >= cal.thresholds.max_foreign_share * len(photos) and fusion.verdict is not Verdict.INCONCLUSIVE:
+        # Photos of something else in the case: the usable ones may not show the claimed item either.
+        fusion = FusionResult(
+            Verdict.INCONCLUSIVE, fusion.confidence, fusion.counterfeit_probability,
+            [f"{len(foreign)} of {len(photos)} photos do not look like the claimed views of this item "
+             f"({', '.join(sorted({p.view.replace('_', ' ') for p in foreign}))}): no verdict until they are retaken"],
+            [p.index for p in foreign],
+        )
+    return CaseAssessment(photos, fusion, notes)

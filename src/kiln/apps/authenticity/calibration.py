@@ -28,6 +28,9 @@ class ViewProfile(BaseModel):
 
     centroid: list[float]  # unit-norm mean embedding
     min_similarity: float  # cosine to the centroid below which a photo is out of distribution
+    # how much closer to its own centroid than to any other view's a photo of this view must be
+    # (-2: no such check, for calibrations made before it existed)
+    min_margin: float = -2.0
     stats_mean: list[float]
     stats_std: list[float]
     quality: QualityLimits = Field(default_factory=QualityLimits)
@@ -41,6 +44,8 @@ class Thresholds(BaseModel):
     min_authentic_views: int = 3  # an authentic verdict needs this many usable photos
     wrong_view_margin: float = 0.05  # another view's centroid closer by this much → wrong view
     max_stats_z: float = 6.0  # image statistics further than this many SDs → out of distribution
+    # a case where at least this share of the photos do not look like the claimed views gets no verdict
+    max_foreign_share: float = 0.5
 
 
 class AuthCalibration(BaseModel):

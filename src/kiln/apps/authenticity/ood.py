@@ -49,6 +49,15 @@ def check_distribution(view: str, embedding: np.ndarray, stats: list[float], cal
             f"(similarity {own:.2f}, needs {profile.min_similarity:.2f})",
             f"photograph {VIEW_DESCRIPTIONS.get(view, 'the claimed detail')}",
         ))
+    else:
+        runner_up = max((v for v in sims if v != view), key=lambda v: sims[v], default=None)
+        if runner_up is not None and own - sims[runner_up] < profile.min_margin:
+            findings.append(Finding(
+                "out_of_distribution",
+                f"this does not clearly look like a {view.replace('_', ' ')} photo: it is almost as close to the "
+                f"{runner_up.replace('_', ' ')} view (similarity {own:.2f} vs {sims[runner_up]:.2f})",
+                f"photograph {VIEW_DESCRIPTIONS.get(view, 'the claimed detail')}",
+            ))
     mean = np.asarray(profile.stats_mean, np.float64)
     std = np.maximum(np.asarray(profile.stats_std, np.float64), 1e-6)
     z = np.abs((np.asarray(stats, np.float64) - mean) / std)

@@ -97,7 +97,8 @@ def check_request(uploads: list[Upload], views: list[str], brand: str | None, mo
                   limits: UploadLimits) -> tuple[list[str], str, str]:
     """Everything that can be checked without decoding: counts, views, sizes, formats."""
     if not uploads:
-        raise KilnError("no photos: send 1 to {limits.max_photos} files in the 'images' field".replace("{limits.max_photos}", str(limits.max_photos)))
+        raise KilnError(f"no photos: send 1 to {limits.max_photos} files in the 'images' field",
+                        hint="multipart/form-data with images=@photo.jpg and views=VIEW per photo, plus brand and model")
     if len(uploads) > limits.max_photos:
         raise KilnError(f"{len(uploads)} photos sent; at most {limits.max_photos} per case",
                         hint="send one photo per view: " + ", ".join(["logo", "stitching", "hardware", "date_code", "lining", "overall"]))
@@ -189,7 +190,8 @@ class AuthenticityService:
         """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
         photos, metrics = await self._decode(uploads)
         pre = self.manifest.preprocessing
-        batch = to_batch(np.stack([p.pixels for p in photos]), pre)
+        # Off the event loop: the loop keeps parsing other requests' uploads meanwhile.
+        batch = await asyncio.to_thread(to_batch, np.stack([p.pixels for p in photos]), pre)
         input_name = self.manifest.inputs[0].name
         if priority is None:
             outputs = await self.inference.infer(self.model_name, {input_name: batch})

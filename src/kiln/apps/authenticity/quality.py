@@ -45,8 +45,10 @@ def measure(pixels: np.ndarray, width: int, height: int) -> QualityMetrics:
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     lum = gray.astype(np.float32) * (1.0 / 255.0)
     laplacian = cv2.Laplacian(gray, cv2.CV_32F)
-    high = rgb.max(axis=2)
-    low = rgb.min(axis=2)
+    # Channel max/min on uint8 planes: numpy's reduction over a length-3 last axis is ~50x slower.
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    high = np.maximum(np.maximum(r, g), b).astype(np.float32) * (1.0 / 255.0)
+    low = np.minimum(np.minimum(r, g), b).astype(np.float32) * (1.0 / 255.0)
     chroma = high - low
     edges = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
     return QualityMetrics(

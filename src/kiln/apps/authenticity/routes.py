@@ -77,6 +77,9 @@ async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[U
         raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limits.max_body_bytes}",
                                    hint=f"send at most {limits.max_photos} photos of {limits.max_file_bytes} bytes each")
     content_type = request.headers.get("content-type", "")
+    if declared == "0":
+        # Nothing was sent at all: the problem is the missing photos, not a media type.
+        return [], [], {}
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise KilnError(f"expected multipart/form-data, got {content_type or 'no content type'!r}",
                         status=415, hint="send the photos as a form upload (curl -F images=@photo.jpg ...)")

@@ -72,6 +72,7 @@ class TrainConfig:
     target_precision: float = 0.99
     min_authentic_views: int = 3
     min_side: int = 224
+    device: str = "cpu"  # torch device for the network ("cuda" trains on a GPU; data stays on the CPU)
 
 
 @dataclass
@@ -120,8 +121,8 @@ def load_arrays(photos: list[Photo], size: int, threads: int, reporter: Reporter
 def _normalise(batch: torch.Tensor) -> torch.Tensor:
     import torch
 
-    mean = torch.tensor(PREPROCESSING.mean).view(1, 3, 1, 1)
-    std = torch.tensor(PREPROCESSING.std).view(1, 3, 1, 1)
+    mean = torch.tensor(PREPROCESSING.mean).view(1, 3, 1, 1).to(batch.device)
+    std = torch.tensor(PREPROCESSING.std).view(1, 3, 1, 1).to(batch.device)
     return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -133,7 +134,8 @@ def to_model_input(pixels: np.ndarray) -> torch.Tensor:
     return _normalise(x)
 
 
-def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.Generator,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Random crop-and-resize (scale, aspect, position) plus brightness, contrast and saturation jitter.
 
     The defect masks go through the same crop. No flips and no hue changes: mirrored lettering and
@@ -142,18 +144,20 @@ def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.
     import torch
     from torchvision.ops import roi_align
 
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.from_numpy(masks).unsqueeze(1).float().div_(255.0)
+    # Random numbers come from the CPU generator (the same stream on every device); the pixel work
+    # runs where the network does.
+    x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.from_numpy(masks).to(device).unsqueeze(1).float().div_(255.0)
     x = torch.cat([x, m], dim=1)
     n, _, h, w = x.shape
-    rand = torch.rand(n, 6, generator=generator)
+    rand = torch.rand(n, 6, generator=generator).to(device)
     side = (0.85 + 0.15 * rand[:, 0]) * min(h, w)
     aspect = 1.0 + 0.1 * (rand[:, 1] - 0.5)
     bw = torch.clamp(side * aspect, max=w)
     bh = torch.clamp(side / aspect, max=h)
     x0 = (w - bw) * rand[:, 2]
     y0 = (h - bh) * rand[:, 3]
-    boxes = torch.stack([torch.arange(n, dtype=torch.float32), x0, y0, x0 + bw, y0 + bh], dim=1)
+    boxes = torch.stack([torch.arange(n, dtype=torch.float32, device=x.device), x0, y0, x0 + bw, y0 + bh], dim=1)
     x = roi_align(x, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
     x, m = x[:, :3], x[:, 3:]
     brightness = 0.85 + 0.3 * rand[:, 4].view(n, 1, 1, 1)
@@ -161,9 +165,9 @@ def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean * brightness
     gray = x.mean(dim=1, keepdim=True)
-    saturation = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator)
+    saturation = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator).to(device)
     x = gray + (x - gray) * saturation
-    x = x + 0.01 * torch.randn(x.shape, generator=generator)
+    x = x + 0.01 * torch.randn(x.shape, generator=generator).to(device)
     return _normalise(x.clamp_(0.0, 1.0)), m
 
 
@@ -196,13 +200,14 @@ def _predict(model: torch.nn.Module, pixels: np.ndarray, batch_size: int = 64) -
     import torch
 
     logits, embeddings, heatmaps = [], [], []
+    device = next(model.parameters()).device
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
-            logit, embedding, heatmap = model(to_model_input(pixels[start : start + batch_size]))
-            logits.append(logit[:, 0].numpy())
-            embeddings.append(embedding.numpy())
-            heatmaps.append(heatmap.numpy())
+            logit, embedding, heatmap = model(to_model_input(pixels[start : start + batch_size]).to(device))
+            logits.append(logit[:, 0].float().cpu().numpy())
+            embeddings.append(embedding.float().cpu().numpy())
+            heatmaps.append(heatmap.float().cpu().numpy())
     if not logits:
         return np.zeros(0, np.float32), np.zeros((0, 1), np.float32), np.zeros((0, 1, 1), np.float32)
     return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(heatmaps)
@@ -281,11 +286,11 @@ class PairSampler:
 class _Heads:
     """Auxiliary cosine classifiers on the embedding (training only; not part of the checkpoint)."""
 
-    def __init__(self, embed_dim: int, groups: int, generator: torch.Generator) -> None:
+    def __init__(self, embed_dim: int, groups: int, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
         import torch
 
-        self.views = torch.nn.Parameter(torch.randn(len(VIEWS), embed_dim, generator=generator) * 0.1)
-        self.groups = torch.nn.Parameter(torch.randn(max(1, groups), embed_dim, generator=generator) * 0.1)
+        self.views = torch.nn.Parameter((torch.randn(len(VIEWS), embed_dim, generator=generator) * 0.1).to(device))
+        self.groups = torch.nn.Parameter((torch.randn(max(1, groups), embed_dim, generator=generator) * 0.1).to(device))
         self.scale = 16.0
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -309,8 +314,14 @@ def train(
     import torch
     from torch.nn import functional as F
 
-    photo_pos_weight = torch.tensor(PHOTO_POS_WEIGHT)
-    cell_pos_weight = torch.tensor(CELL_POS_WEIGHT)
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as exc:
+        raise KilnError(f"--device {config.device!r} is not a torch device", hint="cpu or cuda") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KilnError("--device cuda: no CUDA GPU is available to torch", hint="train with --device cpu")
+    photo_pos_weight = torch.tensor(PHOTO_POS_WEIGHT, device=device)
+    cell_pos_weight = torch.tensor(CELL_POS_WEIGHT, device=device)
     started = time.perf_counter()
     reporter = reporter or NullReporter()
     threads = config.threads or os.cpu_count() or 1
@@ -329,11 +340,11 @@ def train(
 
     groups = sorted({(p.brand, p.model) for p in dataset.photos})
     group_index = {g: i for i, g in enumerate(groups)}
-    targets = torch.tensor([p.target for p in train_set.photos], dtype=torch.float32)
+    targets = torch.tensor([p.target for p in train_set.photos], dtype=torch.float32, device=device)
     masks, mask_known = defect_masks(train_set.photos, train_big.pixels)
-    known = torch.from_numpy(mask_known)
-    view_ids = torch.tensor([VIEWS.index(p.view) for p in train_set.photos])
-    group_ids = torch.tensor([group_index[(p.brand, p.model)] for p in train_set.photos])
+    known = torch.from_numpy(mask_known).to(device)
+    view_ids = torch.tensor([VIEWS.index(p.view) for p in train_set.photos], device=device)
+    group_ids = torch.tensor([group_index[(p.brand, p.model)] for p in train_set.photos], device=device)
     val_targets = torch.tensor([p.target for p in val_set.photos], dtype=torch.float32)
 
     torch.manual_seed(config.seed)
@@ -341,8 +352,8 @@ def train(
     model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width)
     if config.pretrained is not None:
         _load_pretrained(model, config.pretrained)
-    model = model.to(memory_format=torch.channels_last)
-    heads = _Heads(config.embed_dim, len(groups), generator)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    heads = _Heads(config.embed_dim, len(groups), generator, device)
     optimizer = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     sampler = PairSampler(train_set.photos, config.batch_size, generator)
     steps_per_epoch = sampler.steps_per_epoch
@@ -357,8 +368,8 @@ def train(
         seen = 0
         with reporter.task(f"epoch {epoch}/{config.epochs}", total=steps_per_epoch) as task:
             for batch in sampler.epoch():
-                index = torch.from_numpy(batch)
-                x, mask = _augment(train_big.pixels[batch], masks[batch], size, generator)
+                index = torch.from_numpy(batch).to(device)
+                x, mask = _augment(train_big.pixels[batch], masks[batch], size, generator, device)
                 logit, embedding, heatmap = model(x)
                 # Flaws are rare (a quarter of the photos, a few cells of those): weigh them up so that
                 # "nothing is ever wrong" is not the easy answer.
@@ -393,7 +404,7 @@ def train(
         task.advance()
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)
     tmp = checkpoint.with_name(checkpoint.name + ".tmp")
     torch.save({"state_dict": model.state_dict(), "kiln_extra": calibration.model_dump(mode="json")}, tmp)
     tmp.replace(checkpoint)
@@ -424,22 +435,36 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision)
 
     views: dict[str, ViewProfile] = {}
+    # The resolution floor never demands more than the training photos had: a model trained on
+    # 176-px photos that rejected every 176-px photo as too small would decide nothing.
+    smallest = min((min(m.width, m.height) for m in train.metrics), default=config.min_side)
+    min_side = min(config.min_side, smallest)
     val_views = np.array([p.view for p in val.photos])
     train_views = np.array([p.view for p in train.photos])
+    centroids: dict[str, np.ndarray] = {}
     for view in VIEWS:
         mask = train_views == view
         if not mask.any():
             continue
         centroid = train_emb[mask].mean(axis=0)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
-        sims = np.concatenate([train_emb[mask] @ centroid, val_emb[val_views == view] @ centroid])
+        centroids[view] = centroid
+    for view, centroid in centroids.items():
+        mask = train_views == view
+        # Floors that keep 99.5% of the held-out validation photos of the view (the training photos'
+        # when there are none): the embedding of a photo of something else rarely clears both.
+        held = val_emb[val_views == view] if (val_views == view).any() else train_emb[mask]
+        sims = held @ centroid
+        others = [held @ c for v, c in centroids.items() if v != view]
+        margins = sims - np.max(others, axis=0) if others else np.full_like(sims, 2.0)
         stats = np.array([m.stats() for m, keep in zip(train.metrics, mask, strict=True) if keep])
         views[view] = ViewProfile(
             centroid=[round(float(v), 6) for v in centroid],
-            min_similarity=float(np.quantile(sims, 0.001) - 0.05),
+            min_similarity=float(np.quantile(sims, 0.005) - 0.02),
+            min_margin=float(np.quantile(margins, 0.005) - 0.02) if others else -2.0,
             stats_mean=[float(v) for v in stats.mean(axis=0)],
             stats_std=[float(v) for v in stats.std(axis=0) + 1e-3],
-            quality=learn_limits([m for m, keep in zip(train.metrics, mask, strict=True) if keep], config.min_side),
+            quality=learn_limits([m for m, keep in zip(train.metrics, mask, strict=True) if keep], min_side),
             photos=int(mask.sum()),
         )
     calibration = AuthCalibration(
@@ -481,6 +506,34 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         "train_photos": len(train.photos),
         "train_photo_accuracy": round(float(((train_logits > 0) == (np.array([p.target for p in train.photos]) > 0.5)).mean()), 4),
     }
+    return calibration
+
+
+def recalibrate(checkpoint: Path, data: Path | Dataset, config: TrainConfig, out: Path | None = None, *,
+                reporter: Reporter | None = None) -> AuthCalibration:
+    """Refit the calibration of a trained checkpoint on its dataset's validation split (same split as
+    training: ``config.val_fraction`` and ``config.seed``), keeping the weights; writes ``out``
+    (default: the checkpoint itself)."""
+    import torch
+
+    reporter = reporter or NullReporter()
+    threads = config.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    state: Any = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    old = AuthCalibration.model_validate(state["kiln_extra"])
+    config.backbone, config.width, config.embed_dim, config.image_size = old.backbone, old.width, old.embed_dim, old.image_size
+    model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width)
+    model.load_state_dict(state["state_dict"])
+    dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
+    train_set, val_set = dataset.split(config.val_fraction, config.seed)
+    size = config.image_size
+    train_eval = load_arrays(train_set.photos, size, threads, reporter, f"load {len(train_set.photos)} training photos")
+    val = load_arrays(val_set.photos, size, threads, reporter, f"load {len(val_set.photos)} validation photos")
+    calibration = calibrate(model, train_eval, val, config, dataset)
+    target = Path(out or checkpoint)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "kiln_extra": calibration.model_dump(mode="json")}, tmp)
+    tmp.replace(target)
     return calibration
 
 
