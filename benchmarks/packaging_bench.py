@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import io
+import os
 import platform
 import statistics
 import time
@@ -62,6 +63,7 @@ def main() -> None:
     from kiln.engine.hardware import cpu_info
     from kiln.serve.context import DirectInference
 
+    load_before = os.getloadavg()[0]
     repo = args.repo or Path("/tmp/kiln-bench-packaging")
     build_engines(repo)
     inference = DirectInference.from_dirs({m: repo / m / "1" for m in (ENCODER_MODEL, SCORER_MODEL)})
@@ -134,8 +136,9 @@ def main() -> None:
         f"Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  ",
         "Engines: brief encoder all-MiniLM-L6-v2 INT8 (dynamic) and style scorer INT8, onnxruntime CPU, in-process (DirectInference).",
         "",
-        "Figures taken while other work shared the 2 cores (load average above 2): they are upper bounds;",
-        "the lead re-runs this on a quiet machine for the final numbers.",
+        (f"Load average before the run: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}"
+         + (" (other work shared the cores: figures are upper bounds)." if max(load_before, os.getloadavg()[0]) > 1.5
+            else " (quiet machine).")),
         "",
         "| measurement | p50 ms | p95 ms | target p95 ms | met |",
         "|---|---:|---:|---:|---|",
