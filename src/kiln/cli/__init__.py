@@ -44,7 +44,10 @@ _register_commands()
 def main() -> None:
     """Entry point: run the app and print user-facing errors without a traceback."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns a command's exit code (typer.Exit) instead of exiting
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except KilnError as exc:
         from kiln.cli.console import print_error
 
