@@ -159,7 +159,10 @@ def _build_auth(checkpoint: Path, data: Path, repo: Path, sizes: DemoSizes, repo
     outcome = build_auth_engine(checkpoint, data, out, precision=Precision(sizes.precision), batch=BatchProfile(min=1, opt=6, max=16),
                                 max_drop=sizes.max_drop, validate=sizes.validate, calibration_limit=128, reporter=reporter,
                                 cache_dir=_settings(home).engine_cache_dir)
-    (repo / AUTH_MODEL / "config.json").write_text(json.dumps({"max_batch_size": 16, "max_queue_delay_us": 2000}) + "\n")
+    # one onnxruntime thread per engine call (docs/benchmarks/authenticity.md: 18 vs 7.6 cases/s at c=8 on
+    # 2 cores against the default thread pool), and two instances so that two batches run at once
+    config = {"max_batch_size": 16, "max_queue_delay_us": 2000, "instances": 2, "engine_options": {"threads": 1}}
+    (repo / AUTH_MODEL / "config.json").write_text(json.dumps(config) + "\n")
     m = outcome.manifest
     detail = f"{m.backend} {m.precision.value}"
     if m.validation is not None:
