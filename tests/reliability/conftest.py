@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from tests.apps.authenticity.conftest import engine_dir, registered_model, synth_data, trained  # noqa: F401
+from tests.live_server import wait_until_ready
 from tests.serve.conftest import add_model, engines, free_port  # noqa: F401
 
 
@@ -81,16 +81,7 @@ def run_server(repo: Path, home: Path, **options: Any) -> Iterator[Server]:
     thread.start()
     url = f"http://127.0.0.1:{serve_options.http_port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not errors:
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"server did not become ready: {errors}")
+        wait_until_ready(url, errors, seconds=120, request_timeout=2)
     finally:
         if previous is None:
             os.environ.pop("KILN_HOME", None)

@@ -7,7 +7,6 @@ import json
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from kiln.engine.artifact import EngineCache
 from kiln.engine.build import BuildSettings, build_engine
 from kiln.engine.spec import BatchProfile, ModelSource
+from tests.live_server import wait_until_ready
 
 
 def _onnx_graph(path: Path, op: str, dtype: int, width: int, constant: Any) -> Path:
@@ -133,19 +133,7 @@ def live_server(repo: Path) -> Iterator[LiveServer]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    import httpx
-
-    url = f"http://127.0.0.1:{options.http_port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not errors:
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise RuntimeError(f"server did not become ready: {errors}")
+    wait_until_ready(f"http://127.0.0.1:{options.http_port}", errors, seconds=60, request_timeout=1)
     try:
         yield LiveServer(f"127.0.0.1:{options.http_port}", f"127.0.0.1:{options.grpc_port}", repo)
     finally:
