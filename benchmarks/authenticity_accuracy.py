@@ -97,8 +97,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's default)")
     parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     parser.add_argument("--size", type=int, default=176, help="synthetic photo size in pixels")
+    parser.add_argument("--backbone", default=None, help="timm backbone (default: the CLI's default)")
+    parser.add_argument("--width", type=float, default=None, help="backbone width multiplier (default: the CLI's)")
+    parser.add_argument("--image-size", type=int, default=None, help="network input size (default: the CLI's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the CLI's)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for training and evaluation")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--synth-only", action="store_true", help="make the data sets and stop")
     args = parser.parse_args()
 
     from kiln.apps.authenticity.engine import build_auth_engine
@@ -115,9 +122,14 @@ def main() -> None:
     timings["synth_train_s"] = _synth(work / "train", args.cases, 1, ("easy", "medium", "hard"), True, args.size)
     _synth(work / "test-mixed", args.test_cases, 1001, ("easy", "medium", "hard"), False, args.size)
     _synth(work / "test-hard", args.test_cases, 1002, ("hard",), False, args.size)
+    if args.synth_only:
+        return
 
     checkpoint = work / "auth.pt"
-    config = TrainConfig(device=args.device) if args.epochs is None else TrainConfig(epochs=args.epochs, device=args.device)
+    recipe = {name: value for name, value in (("epochs", args.epochs), ("backbone", args.backbone), ("width", args.width),
+                                              ("image_size", args.image_size), ("batch_size", args.batch_size),
+                                              ("lr", args.lr), ("threads", args.threads)) if value is not None}
+    config = TrainConfig(device=args.device, **recipe)
     if not checkpoint.is_file():
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))
@@ -127,7 +139,7 @@ def main() -> None:
     outcome = build_auth_engine(checkpoint, work / "train", work / "engine-int8", precision=Precision.INT8, reporter=RichReporter())
     timings["build_int8_s"] = round(time.perf_counter() - started, 1) if not outcome.cached else 0.0
 
-    threads = os.cpu_count() or 2
+    threads = args.threads or os.cpu_count() or 2
     results: dict[str, Any] = {}
     for test in ("test-mixed", "test-hard"):
         for label, predictor in (("fp32", CheckpointPredictor(checkpoint, threads=threads)), ("int8", EnginePredictor(work / "engine-int8"))):
