@@ -5,6 +5,7 @@
 #
 #   benchmarks/authenticity_recipes.sh OUT_DIR "NAME|CASES|ARGS..." ["NAME|CASES|ARGS..." ...]
 #
+# RECIPE_SIZE sets the synthetic photo size for all data sets (default 176).
 # ARGS are passed to authenticity_accuracy.py (e.g. --epochs 40 --width 1.0). Each recipe is bounded
 # by $RECIPE_TIMEOUT seconds (default 540); whatever it finished (checkpoint, train.json, results.json,
 # evaluation summaries) is copied to OUT_DIR/NAME, so a recipe cut off still returns its checkpoint.
@@ -14,7 +15,7 @@ work=${RECIPE_WORK:-/tmp/kiln-recipes}
 threads=${RECIPE_THREADS:-5}
 mkdir -p "$out" "$work/data"
 here=$(cd "$(dirname "$0")" && pwd)
-python3 "$here/authenticity_accuracy.py" --work "$work/data" --cases 8 --synth-only >"$out/synth.log" 2>&1 || { cat "$out/synth.log"; exit 1; }
+python3 "$here/authenticity_accuracy.py" --work "$work/data" --cases 8 --size "${RECIPE_SIZE:-176}" --synth-only >"$out/synth.log" 2>&1 || { cat "$out/synth.log"; exit 1; }
 pids=()
 names=()
 for spec in "$@"; do
@@ -25,7 +26,7 @@ for spec in "$@"; do
   for test in test-mixed test-hard; do ln -sfn "$work/data/$test" "$dir/$test"; done
   # shellcheck disable=SC2086
   (timeout "${RECIPE_TIMEOUT:-540}" python3 "$here/authenticity_accuracy.py" --work "$dir" --cases "$cases" \
-      --threads "$threads" --no-doc $args >"$out/$name.log" 2>&1; echo "exit $?" >>"$out/$name.log") &
+      --threads "$threads" --size "${RECIPE_SIZE:-176}" --no-doc $args >"$out/$name.log" 2>&1; echo "exit $?" >>"$out/$name.log") &
   pids+=($!)
   names+=("$name")
   sleep 1
