@@ -73,7 +73,7 @@ def decode_batch(blobs: list[bytes], device: str, *, names: list[str] | None = N
                 except RuntimeError as exc:
                     raise KilnError(f"{names[i]}: JPEG data is truncated or corrupted ({exc})") from exc
         for i, image in zip(jpeg_index, decoded, strict=True):
-            out[i] = _orient(image, orientations[i])
+            out[i] = orient(image, orientations[i])
     return out
 
 
@@ -83,7 +83,8 @@ def _as_array(image: Image.Image) -> Any:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _orient(image: Any, orientation: int) -> Any:
+def orient(image: Any, orientation: int) -> Any:
+    """Apply an EXIF orientation (1-8) to a CHW image tensor."""
     import torch
 
     rotate, flip = _ORIENTATION.get(orientation, (0, False))
