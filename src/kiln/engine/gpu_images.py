@@ -95,6 +95,26 @@ def orient(image: Any, orientation: int) -> Any:
     return image
 
 
+def draft_factor(width: int, height: int, need: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) at which Pillow's JPEG ``draft`` decodes an image to still cover ``need``
+    pixels per side (the CPU paths decode this way; the GPU paths imitate it to give the same pixels)."""
+    scale = min(width // need, height // need)
+    for factor in (8, 4, 2):
+        if scale >= factor:
+            return factor
+    return 1
+
+
+def box_downscale(image: Any, factor: int) -> Any:
+    """uint8/float CHW → float CHW averaged over factor×factor blocks (what a DCT-domain downscale does)."""
+    import torch.nn.functional as F
+
+    x = image.unsqueeze(0).float()
+    if factor > 1:
+        x = F.avg_pool2d(x, factor, stride=factor, ceil_mode=True)
+    return x[0]
+
+
 def resize_crop(image: Any, pre: Preprocessing) -> Any:
     """uint8 CHW → float CHW in [0, 255] of the engine's input size (antialiased bilinear)."""
     import torch.nn.functional as F

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kiln.apps.authenticity.gpu_imaging import decode_photos, draft_factor, gpu_decoding_available
+from kiln.apps.authenticity.gpu_imaging import decode_photos, gpu_decoding_available
 from kiln.apps.authenticity.imaging import decode_photo, engine_input, to_batch
 from kiln.apps.authenticity.model import PREPROCESSING
 from kiln.apps.authenticity.pipeline import choose_decode_device
 from kiln.apps.authenticity.quality import measure
+from kiln.engine.gpu_images import draft_factor
 from kiln.errors import KilnError
 
 from .test_api import _case_files, _form, _jpeg

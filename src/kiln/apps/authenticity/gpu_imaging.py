@@ -47,15 +47,6 @@ def _header(data: bytes, name: str, max_pixels: int) -> _Header:
         return _Header(fmt, str(image.mode), orientation)
 
 
-def draft_factor(width: int, height: int, need: int) -> int:
-    """The DCT scale (1, 2, 4 or 8) at which PIL's ``draft`` decodes a JPEG so that it still covers ``need`` pixels."""
-    scale = min(width // need, height // need)
-    for factor in (8, 4, 2):
-        if scale >= factor:
-            return factor
-    return 1
-
-
 def _stream(device: str) -> Any:
     """One CUDA stream per worker thread, so concurrent cases do not queue behind each other."""
     import torch
@@ -71,16 +62,13 @@ def _stream(device: str) -> Any:
 def _model_size(image: Any, pre: Preprocessing) -> Any:
     """uint8 CHW (any size) → uint8 HWC of the engine's input size, as the CPU path computes it."""
     import torch
-    import torch.nn.functional as F
 
-    from kiln.engine.gpu_images import resize_crop
+    from kiln.engine.gpu_images import box_downscale, draft_factor, resize_crop
 
     _, target_h, target_w = pre.input_size
     height, width = int(image.shape[1]), int(image.shape[2])
-    factor = draft_factor(width, height, max(target_h, target_w))
-    if factor > 1:  # what the DCT-domain decode does: average factor×factor blocks
-        image = F.avg_pool2d(image.unsqueeze(0).float(), factor, stride=factor, ceil_mode=True)[0]
-    pixels = resize_crop(image, pre)
+    # what the CPU path's DCT-domain decode does: average factor×factor blocks, then the same resize
+    pixels = resize_crop(box_downscale(image, draft_factor(width, height, max(target_h, target_w))), pre)
     return pixels.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
 
 
