@@ -51,6 +51,32 @@ BRAND, MODEL = "aurelle", "celeste"
 BUCKETS = (6, 12, 24, 48)  # cases of 6 photos: 1, 2, 4, 8 per engine call
 
 
+# Python modules the run needs (module → pip package); checked before any work so that a missing
+# wheel costs seconds of GPU time, not minutes
+SERVER_MODULES = {
+    "typer": "typer", "fastapi": "fastapi", "uvicorn": "uvicorn", "httptools": "httptools", "uvloop": "uvloop",
+    "python_multipart|multipart": "python-multipart", "orjson": "orjson", "sqlalchemy": "sqlalchemy", "alembic": "alembic",
+    "grpc": "grpcio", "prometheus_client": "prometheus-client", "faiss": "faiss-cpu", "cv2": "opencv-python-headless",
+    "jinja2": "jinja2", "fpdf": "fpdf2", "timm": "timm", "torchvision": "torchvision", "pydantic_settings": "pydantic-settings",
+}
+
+
+def require_modules(modules: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
+    """Exits with the pip command to run when a module is missing; notes missing optional ones."""
+    import importlib.util
+
+    def absent_module(names: str) -> bool:  # "a|b": either will do
+        return all(importlib.util.find_spec(name) is None for name in names.split("|"))
+
+    missing = [pip for module, pip in modules.items() if absent_module(module)]
+    if missing:
+        raise SystemExit(f"missing Python packages: {', '.join(missing)}\n  pip install {' '.join(missing)}")
+    absent = [pip for module, pip in (optional or {}).items() if absent_module(module)]
+    if absent:
+        print(f"note: optional packages missing: {', '.join(absent)} (pip install {' '.join(absent)})", flush=True)
+    return {"optional_missing": absent}
+
+
 # --- client (separate processes) ---------------------------------------------------------------------
 def run_client(port: int, rate: float, seconds: float, body: bytes, content_type: str, seed: int, threads: int,
                arrivals: str, start_at: float) -> list[dict[str, Any]]:
@@ -567,6 +593,7 @@ def main() -> None:
         args.photo_size, args.rate, args.seconds, args.sweep, args.sweep_seconds = 256, 4.0, 3.0, "8", 2.0
         args.clients, args.warmup_cases, args.heatmap_cases, args.references = 2, 2, 2, 3
         args.target_p95_ms, args.p95_ms = 2000.0, 4000.0
+    preflight = require_modules(SERVER_MODULES, {"pynvml": "nvidia-ml-py"} if args.device == "cuda" else None)
     # a time limit's SIGTERM still writes what was measured (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
@@ -582,6 +609,7 @@ def main() -> None:
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "versions": versions(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "command"},
+        "preflight": preflight,
         "request": {},
         "load": "open loop from separate client processes (Poisson arrivals unless --arrivals uniform); latency "
                 "from each request's scheduled send time to its full response; keep-alive connections",

