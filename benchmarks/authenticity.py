@@ -190,26 +190,48 @@ def measure_engine(engine: Path, body: bytes, content_type: str, args: argparse.
     return {"c1": single, "c8": eight}
 
 
-def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None, need_int8: bool = True) -> tuple[Path, Path]:
-    """INT8 and FP32 engines of ``checkpoint`` (built with its dataset ``data``), or of a quickly trained
-    model on synthetic data when none is given: speed does not depend on how well the model was trained."""
-    from kiln.apps.authenticity.engine import build_auth_engine
+# the tests' recipe (tests/apps/authenticity/conftest.py): seconds on a CPU, for smoke runs of the scripts
+TINY_RECIPE = {"backbone": "test_resnet", "width": 1.0, "epochs": 2, "image_size": 64, "batch_size": 16,
+               "val_fraction": 0.25, "threads": 2, "min_side": 64, "embed_dim": 32}
+
+
+def prepare_checkpoint(home: Path, checkpoint: Path | None = None, data: Path | None = None, *,
+                       device: str = "cpu", tiny: bool = False) -> tuple[Path, Path]:
+    """``checkpoint`` and its dataset ``data`` when given, else a quickly trained model on synthetic data
+    (cached under ``home``): speed does not depend on how well the model was trained. ``tiny``: the
+    tests' 64 px ``test_resnet`` recipe; otherwise the app's default architecture for one epoch."""
     from kiln.apps.authenticity.synth import SynthSpec, generate_dataset
     from kiln.apps.authenticity.train import TrainConfig, train
+
+    if checkpoint is not None and data is not None:
+        return checkpoint, data
+    prefix = "tiny-" if tiny else ""
+    data = home / f"{prefix}perf-data"
+    if not (data / "cases.csv").is_file():
+        if tiny:
+            generate_dataset(data, 24, SynthSpec(seed=5, size=96, twins=True), workers=1)
+        else:
+            generate_dataset(data, 60, SynthSpec(seed=5, size=176, twins=True))
+    checkpoint = home / f"{prefix}perf-model{'' if device == 'cpu' else '-' + device}.pt"
+    if not checkpoint.is_file():
+        train(data, checkpoint, TrainConfig(**TINY_RECIPE) if tiny else TrainConfig(epochs=1, device=device))
+    return checkpoint, data
+
+
+def prepare_engines(home: Path, checkpoint: Path | None, data: Path | None, need_int8: bool = True) -> tuple[Path, Path]:
+    """INT8 and FP32 engines of ``checkpoint`` (built with its dataset ``data``), or of a quickly trained
+    model on synthetic data when none is given (``prepare_checkpoint``)."""
+    from kiln.apps.authenticity.engine import build_auth_engine
     from kiln.engine.spec import Precision
 
-    if checkpoint is None or data is None:
-        data = home / "perf-data"
-        if not (data / "cases.csv").is_file():
-            generate_dataset(data, 60, SynthSpec(seed=5, size=176, twins=True))
-        checkpoint = home / "perf-model.pt"
-        if not checkpoint.is_file():
-            train(data, checkpoint, TrainConfig(epochs=1))
-        int8 = home / "perf-engine-int8"
-        fp32 = home / "perf-engine-fp32"
-    else:
+    given = checkpoint is not None and data is not None
+    checkpoint, data = prepare_checkpoint(home, checkpoint, data)
+    if given:
         int8 = home / f"{checkpoint.stem}-engine-int8"
         fp32 = home / f"{checkpoint.stem}-engine-fp32"
+    else:
+        int8 = home / "perf-engine-int8"
+        fp32 = home / "perf-engine-fp32"
     if need_int8:
         build_auth_engine(checkpoint, data, int8, precision=Precision.INT8, validate=False)
     build_auth_engine(checkpoint, data, fp32, precision=Precision.FP32, validate=False)

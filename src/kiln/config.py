@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key that signs job webhooks")
     log_level: str = "info"
     secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
+    decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
+                               "when the app's engine runs on one), cpu, cuda")
 
     @property
     def cache_dir(self) -> Path:

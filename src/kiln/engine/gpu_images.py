@@ -73,7 +73,7 @@ def decode_batch(blobs: list[bytes], device: str, *, names: list[str] | None = N
                 except RuntimeError as exc:
                     raise KilnError(f"{names[i]}: JPEG data is truncated or corrupted ({exc})") from exc
         for i, image in zip(jpeg_index, decoded, strict=True):
-            out[i] = _orient(image, orientations[i])
+            out[i] = orient(image, orientations[i])
     return out
 
 
@@ -83,7 +83,8 @@ def _as_array(image: Image.Image) -> Any:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _orient(image: Any, orientation: int) -> Any:
+def orient(image: Any, orientation: int) -> Any:
+    """Apply an EXIF orientation (1-8) to a CHW image tensor."""
     import torch
 
     rotate, flip = _ORIENTATION.get(orientation, (0, False))
@@ -92,6 +93,26 @@ def _orient(image: Any, orientation: int) -> Any:
     if rotate:
         image = torch.rot90(image, k=rotate, dims=[1, 2])
     return image
+
+
+def draft_factor(width: int, height: int, need: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) at which Pillow's JPEG ``draft`` decodes an image to still cover ``need``
+    pixels per side (the CPU paths decode this way; the GPU paths imitate it to give the same pixels)."""
+    scale = min(width // need, height // need)
+    for factor in (8, 4, 2):
+        if scale >= factor:
+            return factor
+    return 1
+
+
+def box_downscale(image: Any, factor: int) -> Any:
+    """uint8/float CHW → float CHW averaged over factor×factor blocks (what a DCT-domain downscale does)."""
+    import torch.nn.functional as F
+
+    x = image.unsqueeze(0).float()
+    if factor > 1:
+        x = F.avg_pool2d(x, factor, stride=factor, ceil_mode=True)
+    return x[0]
 
 
 def resize_crop(image: Any, pre: Preprocessing) -> Any:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
+from kiln.serve.timing import current_timings
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class Pending:
     arrival: float
     future: asyncio.Future[Tensors]
     loop: asyncio.AbstractEventLoop
-    started: float = 0.0
+    started: float = 0.0  # monotonic: when its batch was taken by an instance
+    finished: float = 0.0  # monotonic: when its batch's outputs were ready
     done: bool = False
 
 
@@ -332,6 +334,9 @@ class Instance:
         started = time.monotonic()
         queue_s = [started - r.arrival for r in batch]
         outcome, input_s, infer_s, output_s = run_batch(self.runner, batch)
+        finished = time.monotonic()
+        for r in batch:
+            r.started, r.finished = started, finished
         if isinstance(outcome, BaseException):
             self.observer.batch_failed(len(batch), "engine_error")
             results: list[tuple[Pending, Tensors | BaseException]] = [(r, outcome) for r in batch]
@@ -386,12 +391,20 @@ class DynamicBatcher:
         self.queue.put(request)
         timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
         try:
-            return await future
+            outputs = await future
         except asyncio.CancelledError:
             self.queue.discard(request)  # the caller went away: don't spend engine time on it
             raise
         finally:
             timer.cancel()
+        timings = current_timings()
+        if timings is not None and request.finished:
+            # queue: waiting for an instance; infer: the batch on the engine (copies included);
+            # resume: from the outputs being ready to this coroutine running again (event-loop lag)
+            timings.add("queue", request.started - request.arrival)
+            timings.add("infer", request.finished - request.started)
+            timings.add("resume", time.monotonic() - request.finished)
+        return outputs
 
     def _expire(self, request: Pending, timeout_s: float) -> None:
         if request.future.done():

@@ -76,8 +76,11 @@ class DirectInference:
         priority: Priority = Priority.INTERACTIVE,
         timeout_s: float | None = None,
     ) -> dict[str, np.ndarray]:
+        from kiln.serve.timing import stage
+
         runner = self._runner(model)
-        return await asyncio.to_thread(runner.infer, inputs)
+        with stage("infer"):
+            return await asyncio.to_thread(runner.infer, inputs)
 
     def manifest(self, model: str, version: str | None = None) -> EngineManifest:
         return self._runner(model).manifest

@@ -70,8 +70,14 @@ def build_auth_engine(
     cache_dir: Path | None = None,
     name: str = "authenticity",
     reporter: Reporter | None = None,
+    device: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> BuildOutcome:
-    """``kiln:auth_multiview`` + checkpoint → engine directory ``output`` (cached by content)."""
+    """``kiln:auth_multiview`` + checkpoint → engine directory ``output`` (cached by content).
+
+    ``device`` and ``options`` go to the backend, e.g. ``backend="torch", device="cuda",
+    precision=FP16, options={"input_format": "uint8", "compile": "none"}`` for a GPU engine that
+    takes the decoded pixels as they are and normalises them itself."""
     from kiln.config import get_settings
     from kiln.engine.artifact import EngineCache
 
@@ -91,5 +97,7 @@ def build_auth_engine(
         calibration_method=CalibrationMethod.MINMAX,
         calibration_limit=calibration_limit,
         name=name,
+        device=device,
+        options=dict(options or {}),
     )
     return build_engine(settings, cache=cache, output=output, validate_dir=validate_dir, max_drop=max_drop, reporter=reporter)

@@ -100,6 +100,14 @@ def to_batch(pixels: np.ndarray | list[np.ndarray], pre: Preprocessing) -> np.nd
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
+def engine_input(pixels: np.ndarray | list[np.ndarray], pre: Preprocessing) -> np.ndarray:
+    """Model-size uint8 photos → the engine's input: normalised floats, or the pixels themselves for
+    engines built with ``input_format=uint8`` (they normalise inside, on their own device)."""
+    if pre.input_format == "uint8":
+        return np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8))
+    return to_batch(pixels, pre)
+
+
 def load_photo(path: Path, pre: Preprocessing) -> np.ndarray:
     """A file on disk → model-size uint8 RGB (training and calibration use this)."""
     try:

@@ -1,9 +1,12 @@
 """The authentication service: validate uploads, one engine pass per case, gate, fuse, compare, store.
 
 The hot path per case: decode every photo straight to the model's size (JPEG DCT scaling) in
-worker threads, measure quality on those small images, send all photos through the engine as one
-batch, assess and fuse, search references, write the case. Heatmap images and reports are
-rendered later, on request.
+worker threads, or, when the engine runs on a GPU, in one batched nvJPEG call there
+(``gpu_imaging``); measure quality on those small images, send all photos through the engine as
+one batch, assess and fuse, search references, write the case. Per case the engine's heatmap
+grid (e.g. 5×5 cells per photo) is kept with the case; heatmap PNGs, overlays and reports are
+rendered later, on request. Each stage's wall time goes into the request's ``StageTimings``
+(``kiln.serve.timing``), which the route returns as a ``Server-Timing`` header.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from kiln.apps.authenticity.imaging import (
     DEFAULT_MAX_PIXELS,
     DecodedPhoto,
     decode_photo,
+    engine_input,
     probe,
-    to_batch,
 )
 from kiln.apps.authenticity.quality import QualityMetrics, measure
 from kiln.apps.authenticity.references import ReferenceIndex, ReferenceMatch
@@ -40,6 +43,7 @@ from kiln.apps.authenticity.schemas import (
 )
 from kiln.apps.authenticity.views import MAX_PHOTOS, check_view
 from kiln.errors import KilnError, PayloadTooLargeError
+from kiln.serve.timing import stage
 
 if TYPE_CHECKING:
     from kiln.engine.manifest import EngineManifest
@@ -122,11 +126,16 @@ class AuthenticityService:
     """Authentication cases and references on top of an inference client and a store."""
 
     def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
-                 limits: UploadLimits | None = None) -> None:
+                 limits: UploadLimits | None = None, decode_device: str = "auto") -> None:
+        if decode_device not in DECODE_DEVICES:
+            raise KilnError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
         self.inference = inference
         self.store = store
         self.model_name = model_name
         self.limits = limits or UploadLimits()
+        self.decode_device = decode_device
+        # torch device that decodes photos (nvJPEG on "cuda"); None: Pillow on the CPU. Set at start.
+        self.decode_on: str | None = None
         self._manifest: EngineManifest | None = None
         self._calibration: AuthCalibration | None = None
         self._references: ReferenceIndex | None = None
@@ -138,7 +147,9 @@ class AuthenticityService:
         self._manifest = manifest
         self._references = ReferenceIndex(manifest.source_sha256, self._calibration.embed_dim)
         loaded = await asyncio.to_thread(self._references.load, self.store)
-        log.info("authenticity: engine %s (%s), %d references", manifest.name, manifest.precision.value, loaded)
+        self.decode_on = choose_decode_device(self.decode_device, manifest.device)
+        log.info("authenticity: engine %s (%s on %s), %d references, photos decoded on %s", manifest.name,
+                 manifest.precision.value, manifest.device, loaded, self.decode_on or "cpu (Pillow)")
 
     @property
     def manifest(self) -> EngineManifest:
@@ -166,15 +177,19 @@ class AuthenticityService:
         )
 
     # --- analysis --------------------------------------------------------------------------------
-    async def _decode(self, uploads: list[Upload]) -> tuple[list[DecodedPhoto], list[QualityMetrics]]:
+    async def _decode(self, uploads: list[Upload]) -> tuple[list[DecodedPhoto], list[QualityMetrics], np.ndarray]:
+        """Photos → model-size pixels, their quality metrics, and the engine's input batch."""
         pre = self.manifest.preprocessing
+        if self.decode_on is not None:
+            return await asyncio.to_thread(self._decode_on_device, uploads, self.decode_on)
 
         def one(index: int) -> tuple[DecodedPhoto, QualityMetrics]:
             upload = uploads[index]
             photo = decode_photo(upload.data, pre, name=upload.label(index), max_pixels=self.limits.max_pixels)
             return photo, measure(photo.pixels, photo.width, photo.height)
 
-        results = await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(len(uploads))), return_exceptions=True)
+        with stage("decode"):  # decode and quality metrics, photo by photo in parallel threads
+            results = await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(len(uploads))), return_exceptions=True)
         problems = [r for r in results if isinstance(r, BaseException)]
         if problems:
             first = problems[0]
@@ -184,21 +199,37 @@ class AuthenticityService:
                 raise first
             raise first
         done = [r for r in results if not isinstance(r, BaseException)]
-        return [d[0] for d in done], [d[1] for d in done]
+        photos = [d[0] for d in done]
+        with stage("preprocess"):
+            # Off the event loop: the loop keeps parsing other requests' uploads meanwhile.
+            batch = await asyncio.to_thread(engine_input, np.stack([p.pixels for p in photos]), pre)
+        return photos, [d[1] for d in done], batch
+
+    def _decode_on_device(self, uploads: list[Upload], device: str) -> tuple[list[DecodedPhoto], list[QualityMetrics], np.ndarray]:
+        """One worker thread: batched decode on the device, metrics on the copied-back crops, engine input."""
+        from kiln.apps.authenticity.gpu_imaging import decode_photos
+
+        pre = self.manifest.preprocessing
+        with stage("decode"):
+            photos = decode_photos([u.data for u in uploads], [u.label(i) for i, u in enumerate(uploads)], pre, device,
+                                   max_pixels=self.limits.max_pixels)
+        with stage("quality"):
+            metrics = [measure(p.pixels, p.width, p.height) for p in photos]
+        with stage("preprocess"):
+            batch = engine_input(np.stack([p.pixels for p in photos]), pre)
+        return photos, metrics, batch
 
     async def analyse(self, uploads: list[Upload], views: list[str], priority: Priority | None = None) -> CaseAnalysis:
         """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
-        photos, metrics = await self._decode(uploads)
-        pre = self.manifest.preprocessing
-        # Off the event loop: the loop keeps parsing other requests' uploads meanwhile.
-        batch = await asyncio.to_thread(to_batch, np.stack([p.pixels for p in photos]), pre)
+        photos, metrics, batch = await self._decode(uploads)
         input_name = self.manifest.inputs[0].name
         if priority is None:
             outputs = await self.inference.infer(self.model_name, {input_name: batch})
         else:
             outputs = await self.inference.infer(self.model_name, {input_name: batch}, priority=priority)
-        assessment = assess_case(views, metrics, outputs, self.calibration)
-        embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
+        with stage("assess"):
+            assessment = assess_case(views, metrics, outputs, self.calibration)
+            embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
         return CaseAnalysis(photos, assessment, embeddings)
 
     # --- cases -----------------------------------------------------------------------------------
@@ -210,12 +241,15 @@ class AuthenticityService:
         assert brand is not None and model is not None
         analysis = await self.analyse(uploads, views, priority)
         case_id = case_id or uuid.uuid4().hex
-        matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
-                                         usable=[p.ok for p in analysis.assessment.photos])
-        response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
-        record = self._record(response, uploads, analysis)
+        with stage("references"):
+            matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
+                                             usable=[p.ok for p in analysis.assessment.photos])
+        with stage("respond"):
+            response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
+            record = self._record(response, uploads, analysis)
         record.tenant = tenant  # the API key's tenant (access control); None on an open server
-        stored = await asyncio.to_thread(self.store.save_case, record)
+        with stage("store"):
+            stored = await asyncio.to_thread(self.store.save_case, record)
         if not stored:  # the same job delivered twice: the first result stands
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
         return response
@@ -312,6 +346,28 @@ class AuthenticityService:
         await asyncio.to_thread(self.store.add_references, records)
         self.references.add(records)
         return [reference_info(r) for r in records]
+
+
+DECODE_DEVICES = ("auto", "cpu", "cuda")
+
+
+def choose_decode_device(setting: str, engine_device: str) -> str | None:
+    """Where a case's photos are decoded: "auto" follows the engine onto a GPU (nvJPEG) when torch and
+    torchvision can use it there, else Pillow on the CPU (None); "cuda" insists on the GPU."""
+    from kiln.apps.authenticity.gpu_imaging import gpu_decoding_available
+
+    if setting == "cpu":
+        return None
+    wanted = engine_device if setting == "auto" else "cuda"
+    if not wanted.startswith("cuda"):
+        return None
+    if gpu_decoding_available(wanted):
+        return wanted
+    if setting == "cuda":
+        raise KilnError("photos were to be decoded on the GPU (KILN_DECODE_DEVICE=cuda) but torch sees no CUDA GPU "
+                        "or torchvision is missing", hint="set KILN_DECODE_DEVICE=auto or cpu")
+    log.warning("authenticity: the engine runs on %s but photos cannot be decoded there; decoding on the CPU", wanted)
+    return None
 
 
 def reference_info(record: object) -> ReferenceInfo:

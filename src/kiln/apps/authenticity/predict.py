@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kiln.apps.authenticity.calibration import AuthCalibration
-from kiln.apps.authenticity.imaging import to_batch
+from kiln.apps.authenticity.imaging import engine_input, to_batch
 from kiln.apps.authenticity.model import OUTPUT_NAMES, source_string
 from kiln.engine.spec import Preprocessing
 
@@ -72,7 +72,7 @@ class EnginePredictor:
         self.max_batch = manifest.batch.max
 
     def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.infer({self.input_name: to_batch(pixels, self.preprocessing)})
+        return self.runner.infer({self.input_name: engine_input(pixels, self.preprocessing)})
 
     def close(self) -> None:
         self.runner.deactivate()

@@ -39,6 +39,7 @@ from kiln.apps.authenticity.schemas import (
 from kiln.apps.authenticity.views import VIEW_DESCRIPTIONS, VIEWS, Verdict
 from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.security.access import check_visible, principal, tenant_filter, url_signer
+from kiln.serve.timing import start_timings
 
 if TYPE_CHECKING:
     from kiln.serve.context import AppContext
@@ -140,11 +141,15 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
     )
     async def authenticate(
         request: Request,
+        response: Response,
         mode: Annotated[str, Query(pattern="^(sync|async)$", description="async: return a job id at once")] = "sync",
         priority: Annotated[str, Query(pattern="^(interactive|bulk)$", description="bulk: after waiting interactive cases")] = "interactive",
     ) -> Any:
-        uploads, raw_views, fields = await read_case_form(request, limits)
-        views, brand, model = check_request(uploads, raw_views, fields.get("brand"), fields.get("model"), limits)
+        timings = start_timings()
+        with timings.measure("form"):
+            uploads, raw_views, fields = await read_case_form(request, limits)
+        with timings.measure("check"):
+            views, brand, model = check_request(uploads, raw_views, fields.get("brand"), fields.get("model"), limits)
         tenant = principal(request).tenant
         callback_url = fields.get("callback_url") or None
         if callback_url is not None:
@@ -160,7 +165,10 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
             job = await asyncio.to_thread(store.get_job, job_id)
             return JSONResponse(_job_response(job).model_dump(mode="json"), status_code=202,
                                 headers={"Location": f"{API}/jobs/{job_id}"})
-        return await cases.run(case)
+        result = await cases.run(case)
+        # where the time went (decode, preprocess, queue, infer, ...), for clients and benchmarks
+        response.headers["Server-Timing"] = timings.header()
+        return result
 
     async def visible(case_id: str, request: Request) -> None:
         """A case exists and the caller's tenant owns it (404 otherwise, as if it did not exist)."""
@@ -349,7 +357,8 @@ class AuthenticityPlugin:
                 store = open_store(ctx.settings.database_url())
                 ctx.state["store"] = store
             self._store = store
-            self.service = AuthenticityService(ctx.inference, store, model_name=self.model_name, limits=self.limits)
+            self.service = AuthenticityService(ctx.inference, store, model_name=self.model_name, limits=self.limits,
+                                               decode_device=ctx.settings.decode_device)
             make_transport = ctx.state.get("case_transport")  # set by the scale-out gateway (kiln serve --broker)
             if callable(make_transport):
                 self.jobs = make_transport(self.service, store)

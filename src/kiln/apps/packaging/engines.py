@@ -140,7 +140,7 @@ def build_encoder(repo: Path, cache: EngineCache, reporter: Reporter, *, calibra
     return quality
 
 
-def _scorer_is_current(model_dir: Path) -> bool:
+def _scorer_is_current(model_dir: Path, device: str | None = None) -> bool:
     from kiln.apps.packaging.stylescore import TRAINING_VERSION
     from kiln.engine.manifest import EngineManifest
 
@@ -151,11 +151,16 @@ def _scorer_is_current(model_dir: Path) -> bool:
         manifest = EngineManifest.read(model_dir / "1")
     except KilnError:
         return False
-    return bool(manifest.extra.get("training_version") == TRAINING_VERSION)
+    wanted = ("onnxruntime", "cpu") if device is None else ("torch", device)
+    return bool(manifest.extra.get("training_version") == TRAINING_VERSION and (manifest.backend, manifest.device) == wanted)
 
 
-def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, force: bool = False) -> EngineQuality:
-    """Train the style MLP on synthetic style images, build INT8 (static), gate by top-1 agreement."""
+def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, force: bool = False,
+                       device: str | None = None) -> EngineQuality:
+    """Train the style MLP on synthetic style images, build INT8 (static), gate by top-1 agreement.
+
+    ``device`` ("cuda", or "cpu" for tests): a torch FP32 engine on that device instead (eager: the
+    MLP is a handful of kernels), for servers whose reference images are decoded on the GPU."""
     import torch
 
     from kiln.apps.packaging.styles import taxonomy
@@ -166,10 +171,9 @@ def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, fo
         train_style_scorer,
     )
     from kiln.engine.build import BuildSettings, build_engine
-    from kiln.engine.loader import load_engine
 
     model_dir = repo / SCORER_MODEL
-    if not force and _scorer_is_current(model_dir) and (model_dir / "quality.json").is_file():
+    if not force and _scorer_is_current(model_dir, device) and (model_dir / "quality.json").is_file():
         data = json.loads((model_dir / "quality.json").read_text())
         return EngineQuality(**{**data, "notes": [*data.get("notes", []), "reused (training version unchanged)"]})
     started = time.perf_counter()
@@ -208,6 +212,14 @@ def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, fo
     )
     target = model_dir / "1"
     notes: list[str] = []
+    if device is not None:
+        build_engine(
+            BuildSettings(source=ModelSource.parse(f"kiln:{SCORER_MODEL}", checkpoint=checkpoint), backend="torch",
+                          precision=Precision.FP32, device=device, options={"compile": "none"},
+                          batch=BatchProfile(min=1, opt=4, max=16), name=SCORER_MODEL),
+            cache=cache, output=target, reporter=reporter, force=True,
+        )
+        return _finish_scorer(model_dir, target, holdout, reference, accuracy, "fp32", f"none (torch on {device})", notes, started)
     with tempfile.TemporaryDirectory(prefix="kiln-calib-") as tmp:
         for index, start in enumerate(range(0, len(train.labels), 32)):
             np.savez(Path(tmp) / f"{index:04d}.npz", features=train.features[start : start + 32])
@@ -220,15 +232,7 @@ def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, fo
             cache=cache, output=target, reporter=reporter, force=True,
         )
 
-    def agreement() -> float:
-        with load_engine(target) as runner:
-            got = np.concatenate([
-                runner.infer({"features": holdout.features[i : i + 16]})["probabilities"] for i in range(0, len(holdout.labels), 16)
-            ])
-        return float((got.argmax(1) == reference.argmax(1)).mean())
-
-    precision, calibration = "int8", "minmax (.npz features)"
-    agree = agreement()
+    agree = _agreement(target, holdout, reference)
     if agree < MIN_SCORER_AGREEMENT:
         notes.append(f"int8 agreed with fp32 on {agree:.3f} of held-out images: using fp32")
         build_engine(
@@ -236,7 +240,24 @@ def build_style_scorer(repo: Path, cache: EngineCache, reporter: Reporter, *, fo
                           batch=BatchProfile(min=1, opt=4, max=16), name=SCORER_MODEL),
             cache=cache, output=target, reporter=reporter, force=True,
         )
-        precision, calibration, agree = "fp32", "none", agreement()
+        return _finish_scorer(model_dir, target, holdout, reference, accuracy, "fp32", "none", notes, started)
+    return _finish_scorer(model_dir, target, holdout, reference, accuracy, "int8", "minmax (.npz features)", notes, started)
+
+
+def _agreement(target: Path, holdout: Any, reference: np.ndarray) -> float:
+    """Top-1 agreement of the engine with the FP32 model on the held-out synthetic images."""
+    from kiln.engine.loader import load_engine
+
+    with load_engine(target) as runner:
+        got = np.concatenate([
+            runner.infer({"features": holdout.features[i : i + 16]})["probabilities"] for i in range(0, len(holdout.labels), 16)
+        ])
+    return float((got.argmax(1) == reference.argmax(1)).mean())
+
+
+def _finish_scorer(model_dir: Path, target: Path, holdout: Any, reference: np.ndarray, accuracy: float, precision: str,
+                   calibration: str, notes: list[str], started: float) -> EngineQuality:
+    agree = _agreement(target, holdout, reference)
     _write_config(model_dir)
     checks = {"holdout_accuracy_fp32": round(accuracy, 4), "top1_agreement": round(agree, 4), "holdout_samples": float(len(holdout.labels))}
     quality = EngineQuality(SCORER_MODEL, precision, calibration, checks, True, notes, round(time.perf_counter() - started, 1))
@@ -251,8 +272,12 @@ def build_engines(
     reporter: Reporter | None = None,
     force: bool = False,
     encoder_calibration: str = "dynamic",
+    scorer_device: str | None = None,
 ) -> BuildReport:
-    """Both packaging engines into ``repo`` (created if needed); returns what was built and checked."""
+    """Both packaging engines into ``repo`` (created if needed); returns what was built and checked.
+
+    ``scorer_device="cuda"`` builds the style scorer as a torch engine on the GPU, where the server then
+    also decodes reference images; the brief encoder stays an INT8 engine on the CPU."""
     from kiln.config import get_settings
 
     repo = Path(repo)
@@ -265,5 +290,5 @@ def build_engines(
         for name in (ENCODER_MODEL, SCORER_MODEL):
             shutil.rmtree(repo / name, ignore_errors=True)
     encoder = build_encoder(repo, cache, report_to, calibration=encoder_calibration)
-    scorer = build_style_scorer(repo, cache, report_to, force=force)
+    scorer = build_style_scorer(repo, cache, report_to, force=force, device=scorer_device)
     return BuildReport(repo, [encoder, scorer])

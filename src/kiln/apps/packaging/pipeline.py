@@ -47,7 +47,7 @@ from kiln.apps.packaging.saliency import saliency_map
 from kiln.apps.packaging.store import LruStore, StoredDirection, StoredImage, StoredResult
 from kiln.apps.packaging.styles import ROLES, StyleFit, rank_styles, rationale, taxonomy
 from kiln.apps.packaging.stylescore import image_features
-from kiln.errors import NotFoundError, UnavailableError
+from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.context import InferenceClient
 
 _CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff]")
@@ -106,8 +106,12 @@ class _Prepared:
 class PackagingService:
     """State shared by the packaging routes: style embeddings, fonts, stores."""
 
-    def __init__(self, inference: InferenceClient, *, max_results: int = 256, max_images: int = 64) -> None:
+    def __init__(self, inference: InferenceClient, *, max_results: int = 256, max_images: int = 64,
+                 decode_device: str = "auto") -> None:
         self.inference = inference
+        self.decode_device = decode_device
+        # torch device that decodes reference JPEGs (nvJPEG on "cuda"); None: Pillow. Set at start-up.
+        self.decode_on: str | None = None
         self.results: LruStore[StoredResult] = LruStore(max_results, "recommendation")
         self.images: LruStore[StoredImage] = LruStore(max_images, "reference image")
         self.style_embeddings: np.ndarray | None = None
@@ -127,6 +131,7 @@ class PackagingService:
             rows.append(mean / np.linalg.norm(mean))
             start += len(style.prototypes)
         self.fonts = await asyncio.to_thread(font_library)
+        self.decode_on = reference_decode_device(self.decode_device, self.inference.manifest(SCORER_MODEL).device)
         default_lexicon()
         cmyk_converter()
         self.style_embeddings = np.stack(rows).astype(np.float32)
@@ -163,7 +168,7 @@ class PackagingService:
         digest = hashlib.sha256(data).hexdigest()
         image_id = "img_" + digest[:32]
         if image_id not in self.images:
-            working, (width, height) = decode_reference(data, name=name, with_size=True)
+            working, (width, height) = decode_reference(data, name=name, with_size=True, device=self.decode_on)
             self.images.put(image_id, StoredImage(working, width, height, digest))
         else:
             stored = self.images.get(image_id)
@@ -182,7 +187,7 @@ class PackagingService:
                 images.append(stored.image)
                 digests.append(stored.digest)
             else:
-                images.append(decode_data_url(ref, name=name))
+                images.append(decode_data_url(ref, name=name, device=self.decode_on))
                 digests.append(hashlib.sha256(ref.encode()).hexdigest())
         return _Prepared(brief, images, digests)
 
@@ -329,6 +334,31 @@ class PackagingService:
             if name not in direction.assets:
                 direction.assets[name] = _RENDERERS[name](direction, key, index)
             return direction.assets[name], ASSETS[name]
+
+
+def reference_decode_device(setting: str, scorer_device: str) -> str | None:
+    """Where reference JPEGs are decoded: "auto" follows the style scorer onto a GPU when torch and
+    torchvision can decode there, else Pillow on the CPU (None); "cpu" always Pillow; "cuda" insists."""
+    if setting not in ("auto", "cpu", "cuda"):
+        raise KilnError(f"decode device {setting!r} is not auto, cpu or cuda")
+    if setting == "cpu":
+        return None
+    wanted = scorer_device if setting == "auto" else "cuda"
+    if not wanted.startswith("cuda"):
+        return None
+    try:
+        import torch
+        import torchvision  # noqa: F401
+
+        available = bool(torch.cuda.is_available())
+    except ImportError:
+        available = False
+    if available:
+        return wanted
+    if setting == "cuda":
+        raise KilnError("reference images were to be decoded on the GPU (KILN_DECODE_DEVICE=cuda) but torch sees no "
+                        "CUDA GPU or torchvision is missing", hint="set KILN_DECODE_DEVICE=auto or cpu")
+    return None
 
 
 def _result_key(brief: BriefIn, digests: list[str]) -> str:

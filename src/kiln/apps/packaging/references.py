@@ -1,8 +1,10 @@
 """Reference images: decode any size cheaply and safely, keep small working copies.
 
-A 12-megapixel JPEG is never decoded at full size: the header is read first (pixel limit against
-decompression bombs), then JPEG ``draft`` decodes at 1/2..1/8 scale straight from the DCT
-coefficients, and other formats are ``reduce``d; only a ≤ 512 px copy is kept.
+A 12-megapixel JPEG is never decoded at full size on the CPU: the header is read first (pixel
+limit against decompression bombs), then JPEG ``draft`` decodes at 1/2..1/8 scale straight from
+the DCT coefficients, and other formats are ``reduce``d; only a ≤ 512 px copy is kept. Where the
+style scorer runs on a GPU, JPEGs are decoded there instead (nvJPEG, full size, then the same
+block average and bilinear filter as the CPU path) and only the ≤ 512 px copy comes back.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import re
 from typing import Literal, overload
 
@@ -18,6 +21,7 @@ from PIL import Image
 from kiln.engine.images import to_rgb
 from kiln.errors import KilnError, PayloadTooLargeError
 
+log = logging.getLogger(__name__)
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 25 * 1024 * 1024
 WORK_SIDE = 512
@@ -25,15 +29,21 @@ _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
 @overload
-def decode_reference(data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[False] = ...) -> Image.Image: ...
+def decode_reference(
+    data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[False] = ..., device: str | None = ...
+) -> Image.Image: ...
 @overload
 def decode_reference(
-    data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[True]
+    data: bytes, *, name: str = ..., max_pixels: int = ..., with_size: Literal[True], device: str | None = ...
 ) -> tuple[Image.Image, tuple[int, int]]: ...
 def decode_reference(
-    data: bytes, *, name: str = "reference image", max_pixels: int = MAX_PIXELS, with_size: bool = False
+    data: bytes, *, name: str = "reference image", max_pixels: int = MAX_PIXELS, with_size: bool = False,
+    device: str | None = None,
 ) -> Image.Image | tuple[Image.Image, tuple[int, int]]:
-    """RGB copy with the long side ≤ ``WORK_SIDE``; clear 4xx errors for non-images, bombs and damage."""
+    """RGB copy with the long side ≤ ``WORK_SIDE``; clear 4xx errors for non-images, bombs and damage.
+
+    ``device``: a torch device ("cuda") that decodes plain RGB/greyscale JPEGs; anything else, or
+    a JPEG it fails on, is decoded by Pillow as without it."""
     if len(data) > MAX_BYTES:
         raise PayloadTooLargeError(f"{name}: {len(data)} bytes is over the limit of {MAX_BYTES}")
     if not data:
@@ -51,6 +61,11 @@ def decode_reference(
             f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels}",
             hint="downscale the image before uploading",
         )
+    if device is not None and fmt == "JPEG" and image.mode in ("RGB", "L"):
+        orientation = int(image.getexif().get(0x0112, 1))
+        working = _decode_on_device(data, device, orientation)
+        if working is not None:
+            return (working, (width, height)) if with_size else working
     try:
         if fmt == "JPEG":
             image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode at reduced scale
@@ -65,7 +80,44 @@ def decode_reference(
         raise KilnError(f"{name}: {fmt or 'image'} data is truncated or corrupted ({exc})") from exc
 
 
-def decode_data_url(url: str, *, name: str = "reference image") -> Image.Image:
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """The size Pillow's ``thumbnail`` gives an image that must fit WORK_SIDE × WORK_SIDE."""
+    if max(width, height) <= WORK_SIDE:
+        return width, height
+    if width >= height:
+        return WORK_SIDE, max(1, round(height * WORK_SIDE / width))
+    return max(1, round(width * WORK_SIDE / height)), WORK_SIDE
+
+
+def _decode_on_device(data: bytes, device: str, orientation: int) -> Image.Image | None:
+    """nvJPEG decode on ``device`` → the working copy in host memory; None when the decoder refuses the file."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+
+    from kiln.engine.gpu_images import box_downscale, draft_factor, orient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision's decoders point to torchcodec
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as exc:
+        log.warning("nvJPEG refused a reference image on %s (%s); decoding it on the CPU", device, str(exc)[:200])
+        return None  # Pillow decodes it, or names what is wrong with it
+    height, width = int(image.shape[1]), int(image.shape[2])
+    x = box_downscale(image, draft_factor(width, height, WORK_SIDE))
+    x = orient(x, orientation)
+    new_w, new_h = working_size(int(x.shape[2]), int(x.shape[1]))
+    if (new_w, new_h) != (int(x.shape[2]), int(x.shape[1])):
+        x = F.interpolate(x.unsqueeze(0), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0]
+    pixels = x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def decode_data_url(url: str, *, name: str = "reference image", device: str | None = None) -> Image.Image:
     match = _DATA_URL.match(url)
     if match is None:
         raise KilnError(f"{name}: a data URL must look like data:image/png;base64,...")
@@ -76,7 +128,7 @@ def decode_data_url(url: str, *, name: str = "reference image") -> Image.Image:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise KilnError(f"{name}: the data URL is not valid base64") from exc
-    return decode_reference(data, name=name)
+    return decode_reference(data, name=name, device=device)
 
 
 def cover_fit(image: Image.Image, aspect: float) -> Image.Image:

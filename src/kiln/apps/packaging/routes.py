@@ -93,14 +93,14 @@ class PackagingPlugin:
     def router(self, ctx: AppContext) -> APIRouter:
         service = ctx.state.get("packaging")
         if service is None:
-            service = PackagingService(ctx.inference)
+            service = PackagingService(ctx.inference, decode_device=ctx.settings.decode_device)
             ctx.state["packaging"] = service
         return packaging_router(service)
 
     async def startup(self, ctx: AppContext) -> None:
         service = ctx.state.get("packaging")
         if service is None:
-            service = PackagingService(ctx.inference)
+            service = PackagingService(ctx.inference, decode_device=ctx.settings.decode_device)
             ctx.state["packaging"] = service
         try:
             await service.startup()

@@ -1,0 +1,135 @@
+"""A case's photos decoded on the GPU (batched nvJPEG) down to the model's size, for the quality gate and the engine.
+
+When the engine runs on a GPU, the photos are decoded there too: the CPU path's JPEG decode is
+most of a case's CPU time. The result is the same ``DecodedPhoto`` as ``imaging.decode_photo``: a
+uint8 model-size crop in host memory. The quality gate needs those pixels anyway (its metrics are
+measured on the model-size image with OpenCV, with limits learned on CPU-decoded training photos),
+and the crop is small (160×160×3 = 77 KB per photo), so one copy back to the host serves both the
+gate and the engine input, which then travels through the batcher like any other request.
+
+To match the CPU path's pixels, the full-size decode is first box-downscaled by the factor that
+the CPU path's DCT-domain decode (PIL ``draft``) would have used, then resized with the same
+antialiased bilinear filter (``kiln.engine.gpu_images.resize_crop``). Photos nvJPEG cannot take
+(PNG, WebP, CMYK or other unusual JPEGs), or that it fails on, go through the CPU path, so errors
+and odd formats behave exactly as there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from kiln.apps.authenticity.imaging import DEFAULT_MAX_PIXELS, DecodedPhoto, decode_photo, probe
+from kiln.engine.spec import Preprocessing
+from kiln.serve.timing import stage
+
+log = logging.getLogger(__name__)
+_EXIF_ORIENTATION = 0x0112
+_NVJPEG_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB as Pillow would; CMYK/YCCK go to the CPU
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class _Header:
+    fmt: str
+    mode: str
+    orientation: int
+
+
+def _header(data: bytes, name: str, max_pixels: int) -> _Header:
+    fmt, _, _ = probe(data, name, max_pixels)  # the CPU path's checks and messages: format, size, bombs
+    with Image.open(io.BytesIO(data)) as image:
+        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
+        return _Header(fmt, str(image.mode), orientation)
+
+
+def _stream(device: str) -> Any:
+    """One CUDA stream per worker thread, so concurrent cases do not queue behind each other."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    stream = getattr(_local, "stream", None)
+    if stream is None:
+        stream = _local.stream = torch.cuda.Stream()
+    return stream
+
+
+def _model_size(image: Any, pre: Preprocessing) -> Any:
+    """uint8 CHW (any size) → uint8 HWC of the engine's input size, as the CPU path computes it."""
+    import torch
+
+    from kiln.engine.gpu_images import box_downscale, draft_factor, resize_crop
+
+    _, target_h, target_w = pre.input_size
+    height, width = int(image.shape[1]), int(image.shape[2])
+    # what the CPU path's DCT-domain decode does: average factor×factor blocks, then the same resize
+    pixels = resize_crop(box_downscale(image, draft_factor(width, height, max(target_h, target_w))), pre)
+    return pixels.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+
+
+def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, device: str,
+                  *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[DecodedPhoto]:
+    """Every photo of a case → ``DecodedPhoto``; JPEGs in one batched nvJPEG call on ``device``."""
+    import contextlib
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision's decoders point to torchcodec
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+    from kiln.engine.gpu_images import orient
+
+    headers = [_header(blob, name, max_pixels) for blob, name in zip(blobs, names, strict=True)]
+    out: list[DecodedPhoto | None] = [None] * len(blobs)
+    on_device = [i for i, h in enumerate(headers) if h.fmt == "JPEG" and h.mode in _NVJPEG_MODES]
+    if on_device:
+        stream = _stream(device)
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in on_device]
+            try:
+                decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            except RuntimeError as exc:
+                # one bad JPEG fails the batch: the CPU path decodes the others and names the culprit
+                log.warning("nvJPEG refused a batch of %d photos on %s (%s); decoding them on the CPU",
+                            len(on_device), device, str(exc)[:200])
+                decoded = [None] * len(on_device)
+            crops: list[Any] = []
+            kept: list[int] = []
+            for i, image in zip(on_device, decoded, strict=True):
+                if image is None:
+                    continue
+                image = orient(image, headers[i].orientation)
+                crops.append((_model_size(image, pre), int(image.shape[2]), int(image.shape[1])))
+                kept.append(i)
+            if crops:
+                pixels = torch.stack([c[0] for c in crops]).cpu().numpy()  # one copy back; waits for this stream
+                for row, (i, (_, width, height)) in enumerate(zip(kept, crops, strict=True)):
+                    out[i] = DecodedPhoto(np.ascontiguousarray(pixels[row]), width, height, "JPEG",
+                                          hashlib.sha256(blobs[i]).hexdigest())
+    for i, photo in enumerate(out):
+        if photo is None:
+            with stage("decode_cpu"):  # other formats, or what nvJPEG refused: visible in Server-Timing
+                out[i] = decode_photo(blobs[i], pre, name=names[i], max_pixels=max_pixels)
+    return [p for p in out if p is not None]
+
+
+def gpu_decoding_available(device: str) -> bool:
+    """Whether photos can be decoded on ``device`` here (torch with that device, and torchvision)."""
+    try:
+        import torch
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available())
+    return device == "cpu"
