@@ -344,7 +344,9 @@ def add_references(db_url: str, engine_dir: Path, files: list[tuple[str, bytes, 
 
 def start_server(args: argparse.Namespace, repo: Path, port: int, db_url: str, home: Path, log: Any,
                  decode: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KILN_HOME": str(home), "KILN_DECODE_DEVICE": decode}
+    # kiln's sources first, then whatever the caller's path holds (wheels installed with --target)
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "KILN_HOME": str(home), "KILN_DECODE_DEVICE": decode}
     return subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
          "--apps", "authenticity", "--no-access-log", "--no-pages", "--log-level", "info", "--db", db_url,
@@ -444,7 +446,9 @@ def measure_server(args: argparse.Namespace, repo: Path, home: Path, work: Path,
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-    section["server_log_tail"] = log_path.read_text(errors="replace")[-3000:]
+            section["server_log_tail"] = log_path.read_text(errors="replace")[-3000:]
+            if server.returncode not in (0, -signal.SIGTERM):
+                print(section["server_log_tail"], file=sys.stderr)
 
 
 def run_sweep(args: argparse.Namespace, port: int, body_path: Path, content_type: str, work: Path, key: str,
