@@ -8,6 +8,7 @@ down and drains every batcher queue, finishing in-flight batches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import importlib.util
 import ipaddress
@@ -50,6 +51,7 @@ class ServeOptions:
     key_cache_ttl_s: float = 5.0  # a revoked key stops working within this time
     rate_per_s: float = 50.0  # default per-key rate limit (a key's own limit replaces it; 0: none)
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
+    freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
 
 
 class JsonFormatter(logging.Formatter):
@@ -175,7 +177,9 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         backlog=2048,
     )
     http_server = uvicorn.Server(config)
-    freezing = asyncio.get_running_loop().create_task(freeze_heap_when_started(state), name="kiln-freeze-heap")
+    freezing = None
+    if options.freeze_heap:
+        freezing = asyncio.get_running_loop().create_task(freeze_heap_when_started(state), name="kiln-freeze-heap")
     if on_started is not None:
         on_started(http_server)
     log.info(
@@ -185,7 +189,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     try:
         await http_server.serve()
     finally:
-        freezing.cancel()
+        if freezing is not None:
+            freezing.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=0)  # already stopped gracefully by the lifespan unless start-up failed
     if not http_server.started:
@@ -201,4 +206,4 @@ def run(options: ServeOptions) -> None:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(options))
+        runner.run(serve(dataclasses.replace(options, freeze_heap=True)))
