@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--delay-us", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--no-spin", action="store_true",
+                        help="onnxruntime intra-op threads sleep between calls instead of spinning (both servers)")
     parser.add_argument("--triton-python", type=Path, default=None, help="interpreter with nvidia-pytriton installed")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "serving.md")
     parser.add_argument("--rounds", type=int, default=1, help="kiln/Triton pairs per point (the median round is reported)")
@@ -127,7 +129,9 @@ def main() -> None:
     manifest = outcome.manifest
     input_spec, output_spec = manifest.inputs[0], manifest.outputs[0]
     shape = [1, 3, args.input_size, args.input_size]
-    engine_options = {"threads": args.threads} if args.threads else {}
+    engine_options: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+    if args.no_spin:
+        engine_options["spin"] = False
     repo = work / "repo"
     for name, config in {
         "batched": {"max_batch_size": 32, "max_queue_delay_us": args.delay_us, "max_queue_size": 1024, "engine_options": engine_options},
@@ -160,7 +164,8 @@ def main() -> None:
                  "--max-batch", "32", "--delay-us", str(args.delay_us), "--threads", str(args.threads),
                  "--input-name", input_spec.name, "--output-name", output_spec.name,
                  "--input-shape", "x".join(str(d) for d in shape[1:]),
-                 "--output-shape", "x".join(str(d) for d in output_spec.shape[1:])],
+                 "--output-shape", "x".join(str(d) for d in output_spec.shape[1:]),
+                 *(["--no-spin"] if args.no_spin else [])],
             )
             servers.append(triton)
             urls["triton"] = {"http": f"127.0.0.1:{t_http}", "grpc": f"127.0.0.1:{t_grpc}"}
@@ -219,7 +224,8 @@ def write_page(args: argparse.Namespace, results: dict[str, Any], model: str, ho
         f"- machine: {host}",
         f"- kiln {__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
         f"- model: `{model}` at {args.input_size}×{args.input_size}, onnxruntime FP32 engine (batch profile 1:16:32), "
-        f"{'onnxruntime default' if not args.threads else args.threads} intra-op threads, one instance",
+        f"{'onnxruntime default' if not args.threads else args.threads} intra-op threads"
+        f"{' (not spinning between calls)' if args.no_spin else ''}, one instance, the same session options on both servers",
         f"- load: closed loop, {args.duration:g} s measured per point after a warm-up, 1 row per request, "
         "binary tensors (HTTP binary extension / gRPC raw contents), client `kiln.serve.loadgen` on the same machine",
         "- load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in results["load_average"]["start"])
