@@ -270,7 +270,7 @@ def write_page(args: argparse.Namespace, results: dict[str, Any], model: str, ho
             lines.append(f"| {protocol} | {c} | {k['throughput_rps']:.1f} | {k['latency_ms']['p99']:.2f} | – | – | – | {k['load_average_1m']:.1f} |")
     lines += [
         "",
-        "Raw figures: `docs/benchmarks/serving.json` (written by the same run).",
+        f"Raw figures: `{args.out.with_suffix('.json').name}` next to this page (written by the same run).",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
