@@ -4,7 +4,9 @@
    repository ("batched": max_batch_size 32 + queue delay; "single": dynamic_batching off), the
    same closed-loop load at concurrency 32 over gRPC; plus the unloaded single-request latency.
 2. kiln vs NVIDIA Triton (PyTriton): the same engine file run by onnxruntime from Python on both
-   sides, the same dynamic-batching settings, concurrency 1/8/32 over HTTP and gRPC.
+   sides (same session options), the same dynamic-batching settings, concurrency 1/8/32 over HTTP
+   and gRPC; both servers run side by side and every point is measured on each, back to back in
+   alternating order (``--rounds`` pairs, median reported), so outside load hits both alike.
 
     PYTHONPATH=src python benchmarks/serving.py [--duration 10] [--triton-python VENV/bin/python]
 
