@@ -4,7 +4,9 @@
    repository ("batched": max_batch_size 32 + queue delay; "single": dynamic_batching off), the
    same closed-loop load at concurrency 32 over gRPC; plus the unloaded single-request latency.
 2. kiln vs NVIDIA Triton (PyTriton): the same engine file run by onnxruntime from Python on both
-   sides, the same dynamic-batching settings, concurrency 1/8/32 over HTTP and gRPC.
+   sides (same session options), the same dynamic-batching settings, concurrency 1/8/32 over HTTP
+   and gRPC; both servers run side by side and every point is measured on each, back to back in
+   alternating order (``--rounds`` pairs, median reported), so outside load hits both alike.
 
     PYTHONPATH=src python benchmarks/serving.py [--duration 10] [--triton-python VENV/bin/python]
 
@@ -102,8 +104,11 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--delay-us", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--no-spin", action="store_true",
+                        help="onnxruntime intra-op threads sleep between calls instead of spinning (both servers)")
     parser.add_argument("--triton-python", type=Path, default=None, help="interpreter with nvidia-pytriton installed")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "serving.md")
+    parser.add_argument("--rounds", type=int, default=1, help="kiln/Triton pairs per point (the median round is reported)")
     parser.add_argument("--note", default="", help="a line added to the page (e.g. about machine load)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -126,7 +131,9 @@ def main() -> None:
     manifest = outcome.manifest
     input_spec, output_spec = manifest.inputs[0], manifest.outputs[0]
     shape = [1, 3, args.input_size, args.input_size]
-    engine_options = {"threads": args.threads} if args.threads else {}
+    engine_options: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+    if args.no_spin:
+        engine_options["spin"] = False
     repo = work / "repo"
     for name, config in {
         "batched": {"max_batch_size": 32, "max_queue_delay_us": args.delay_us, "max_queue_size": 1024, "engine_options": engine_options},
@@ -135,50 +142,64 @@ def main() -> None:
         shutil.copytree(outcome.path, repo / name / "1")
         (repo / name / "config.json").write_text(json.dumps(config))
 
-    results: dict[str, Any] = {"batching": {}, "kiln": {}, "triton": {}}
+    results: dict[str, Any] = {"batching": {}, "kiln": {}, "triton": {}, "load_average": {"start": os.getloadavg()}}
     http_port, grpc_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    kiln = subprocess.Popen(
-        [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--no-access-log", "--log-level", "warning"],
-        env=env,
-    )
+    servers: list[subprocess.Popen[bytes]] = []
+    triton_note = ""
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}", kiln)
-        grpc_url, http_url = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}"
+        kiln = subprocess.Popen(
+            [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+             "--no-access-log", "--log-level", "warning"],
+            env=env,
+        )
+        servers.append(kiln)
+        urls = {"kiln": {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}"}}
+        if args.triton_python is None:
+            triton_note = "Triton was not measured in this run (no --triton-python given)."
+        else:
+            t_http, t_grpc = free_port(), free_port()
+            triton = subprocess.Popen(
+                [str(args.triton_python), str(ROOT / "benchmarks" / "serving_triton.py"), "--onnx",
+                 str(outcome.path / manifest.build_options.get("runtime_model", "model.opt.onnx")),
+                 "--http-port", str(t_http), "--grpc-port", str(t_grpc), "--metrics-port", str(free_port()),
+                 "--max-batch", "32", "--delay-us", str(args.delay_us), "--threads", str(args.threads),
+                 "--input-name", input_spec.name, "--output-name", output_spec.name,
+                 "--input-shape", "x".join(str(d) for d in shape[1:]),
+                 "--output-shape", "x".join(str(d) for d in output_spec.shape[1:]),
+                 *(["--no-spin"] if args.no_spin else [])],
+            )
+            servers.append(triton)
+            urls["triton"] = {"http": f"127.0.0.1:{t_http}", "grpc": f"127.0.0.1:{t_grpc}"}
+        for name, server in zip(urls, servers, strict=True):
+            wait_ready(f"http://{urls[name]['http']}", server)
+        grpc_url = urls["kiln"]["grpc"]
         print("part 1: dynamic batching on vs off (gRPC)", flush=True)
         results["batching"]["unloaded"] = run_load(grpc_url, "batched", "grpc", 1, args.duration, shape)
         results["batching"]["on"] = run_load(grpc_url, "batched", "grpc", 32, args.duration, shape)
         results["batching"]["off"] = run_load(grpc_url, "single", "grpc", 32, args.duration, shape)
-        print("part 2: kiln", flush=True)
-        for protocol, url in (("http", http_url), ("grpc", grpc_url)):
+        # Part 2 interleaves the servers point by point (order alternating, each pair repeated
+        # --rounds times) so that load from elsewhere on the machine hits both alike.
+        print(f"part 2: {' vs '.join(urls)}, interleaved", flush=True)
+        turn = 0
+        for protocol in ("http", "grpc"):
             for c in levels:
-                results["kiln"][f"{protocol}/{c}"] = run_load(url, "batched", protocol, c, args.duration, shape)
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+                for _ in range(args.rounds):
+                    order = list(urls) if turn % 2 == 0 else list(reversed(urls))
+                    turn += 1
+                    for name in order:
+                        print(f"  {name:6s}", end="", flush=True)
+                        summary = run_load(urls[name][protocol], "batched", protocol, c, args.duration, shape)
+                        summary["load_average_1m"] = round(os.getloadavg()[0], 2)
+                        runs[name].append(summary)
+                for name, rounds in runs.items():
+                    chosen = sorted(rounds, key=lambda r: r["throughput_rps"])[len(rounds) // 2]  # the median round
+                    results[name][f"{protocol}/{c}"] = {**chosen, "rounds": rounds}
     finally:
-        stop(kiln)
-
-    triton_note = ""
-    if args.triton_python is None:
-        triton_note = "Triton was not measured in this run (no --triton-python given)."
-    else:
-        t_http, t_grpc = free_port(), free_port()
-        triton = subprocess.Popen(
-            [str(args.triton_python), str(ROOT / "benchmarks" / "serving_triton.py"), "--onnx",
-             str(outcome.path / manifest.build_options.get("runtime_model", "model.opt.onnx")),
-             "--http-port", str(t_http), "--grpc-port", str(t_grpc), "--metrics-port", str(free_port()),
-             "--max-batch", "32", "--delay-us", str(args.delay_us), "--threads", str(args.threads),
-             "--input-name", input_spec.name, "--output-name", output_spec.name,
-             "--input-shape", "x".join(str(d) for d in shape[1:]),
-             "--output-shape", "x".join(str(d) for d in output_spec.shape[1:])],
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{t_http}", triton)
-            print("part 2: triton", flush=True)
-            for protocol, url in (("http", f"127.0.0.1:{t_http}"), ("grpc", f"127.0.0.1:{t_grpc}")):
-                for c in levels:
-                    results["triton"][f"{protocol}/{c}"] = run_load(url, "batched", protocol, c, args.duration, shape)
-        finally:
-            stop(triton)
+        for server in servers:
+            stop(server)
+    results["load_average"]["end"] = os.getloadavg()
 
     command = "PYTHONPATH=src python benchmarks/serving.py " + " ".join(sys.argv[1:])
     write_page(args, results, manifest.source.describe(), machine(), command, triton_note)
@@ -205,9 +226,12 @@ def write_page(args: argparse.Namespace, results: dict[str, Any], model: str, ho
         f"- machine: {host}",
         f"- kiln {__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
         f"- model: `{model}` at {args.input_size}×{args.input_size}, onnxruntime FP32 engine (batch profile 1:16:32), "
-        f"{'onnxruntime default' if not args.threads else args.threads} intra-op threads, one instance",
+        f"{'onnxruntime default' if not args.threads else args.threads} intra-op threads"
+        f"{' (not spinning between calls)' if args.no_spin else ''}, one instance, the same session options on both servers",
         f"- load: closed loop, {args.duration:g} s measured per point after a warm-up, 1 row per request, "
         "binary tensors (HTTP binary extension / gRPC raw contents), client `kiln.serve.loadgen` on the same machine",
+        "- load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in results["load_average"]["start"])
+        + "; at end: " + ", ".join(f"{v:.2f}" for v in results["load_average"]["end"]),
     ]
     if args.note:
         lines.append(f"- note: {args.note}")
@@ -227,12 +251,15 @@ def write_page(args: argparse.Namespace, results: dict[str, Any], model: str, ho
         "",
         "## 2. kiln vs NVIDIA Triton (PyTriton), same engine, same batching settings",
         "",
+        f"Both servers run side by side; each point runs kiln and Triton back to back (order alternating, "
+        f"{args.rounds} round(s) per point, the median round reported), so load from elsewhere hits both alike.",
+        "",
     ]
     if triton_note:
         lines += [triton_note, ""]
     lines += [
-        "| protocol | concurrency | kiln req/s | kiln p99 (ms) | Triton req/s | Triton p99 (ms) | kiln/Triton throughput |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| protocol | concurrency | kiln req/s | kiln p99 (ms) | Triton req/s | Triton p99 (ms) | kiln/Triton throughput | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, k in results["kiln"].items():
         protocol, c = key.split("/")
@@ -240,12 +267,12 @@ def write_page(args: argparse.Namespace, results: dict[str, Any], model: str, ho
         if t:
             share = k["throughput_rps"] / t["throughput_rps"] if t["throughput_rps"] else float("nan")
             lines.append(f"| {protocol} | {c} | {k['throughput_rps']:.1f} | {k['latency_ms']['p99']:.2f} | {t['throughput_rps']:.1f} | "
-                         f"{t['latency_ms']['p99']:.2f} | {share:.2f}× |")
+                         f"{t['latency_ms']['p99']:.2f} | {share:.2f}× | {k['load_average_1m']:.1f} |")
         else:
-            lines.append(f"| {protocol} | {c} | {k['throughput_rps']:.1f} | {k['latency_ms']['p99']:.2f} | – | – | – |")
+            lines.append(f"| {protocol} | {c} | {k['throughput_rps']:.1f} | {k['latency_ms']['p99']:.2f} | – | – | – | {k['load_average_1m']:.1f} |")
     lines += [
         "",
-        "Raw figures: `docs/benchmarks/serving.json` (written by the same run).",
+        f"Raw figures: `{args.out.with_suffix('.json').name}` next to this page (written by the same run).",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--delay-us", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-spin", action="store_true", help="ORT intra-op threads sleep between calls (as kiln's spin: false)")
     parser.add_argument("--input-name", default="input")
     parser.add_argument("--output-name", default="logits")
     parser.add_argument("--input-shape", required=True, help="without the batch dimension, e.g. 3x32x32")
@@ -42,6 +43,9 @@ def main() -> None:
     if args.threads:
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
+    if args.no_spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(args.onnx, sess_options=options, providers=["CPUExecutionProvider"])
 
     @batch

@@ -195,3 +195,11 @@ def test_uint8_input_fuses_normalisation(tmp_path: Path, image_folder: Path, bac
         np.testing.assert_allclose(b.infer({"input": x_uint8})["logits"], a.infer({"input": x_float})["logits"], rtol=1e-3, atol=1e-3)
         report = validate(b, reference_for(tmp_path / "u", pixels.manifest), image_folder)
     assert report.top1_agreement == 100.0 and report.cosine_similarity > 0.999
+
+
+def test_session_options_spin_off_lets_threads_sleep() -> None:
+    from kiln.engine.backends.onnxruntime import session_options
+
+    assert session_options(2, spin=False).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # no entry: ORT's default (spinning) stays
+        session_options(2).get_session_config_entry("session.intra_op.allow_spinning")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +35,7 @@ class RequestIdMiddleware:
                 request_id = value if _VALID_ID.fullmatch(value) else b""
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = os.urandom(16).hex().encode()  # 32 hex digits, like uuid4().hex, cheaper
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         started = time.perf_counter()
         status = 500

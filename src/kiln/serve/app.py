@@ -21,6 +21,7 @@ from kiln.serve.context import AppPlugin
 from kiln.serve.http_errors import install_error_handlers
 from kiln.serve.metrics import ServerMetrics
 from kiln.serve.oip_http import oip_router
+from kiln.serve.oip_http_infer import InferEndpoint
 from kiln.serve.plugins import load_plugin
 from kiln.serve.repository import ModelRepository
 from kiln.serve.state import ServerState
@@ -97,7 +98,9 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
         from kiln.serve.static import PageFiles
 
         app.mount("/", PageFiles(directory=static_dir, html=True), name="web")
-    # Outermost last: request id → security headers → admission → body limit → access control → routes.
+    # Outermost last: request id → security headers → admission → body limit → access control →
+    # the infer endpoint (the hot path, answered without FastAPI's routing) → routes.
+    app.add_middleware(InferEndpoint, state=state)
     app.add_middleware(AccessMiddleware, access=access)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
     if max_inflight is not None:

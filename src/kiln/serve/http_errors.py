@@ -28,14 +28,19 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def kiln_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, KilnError)
+def kiln_error_response(exc: KilnError, method: str, path: str) -> JSONResponse:
+    """The answer to a KilnError: its status and message (Retry-After on 503); 5xx faults are logged."""
     headers = None
     if isinstance(exc, UnavailableError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     if exc.status >= 500 and not isinstance(exc, UnavailableError):
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        log.error("%s %s failed: %s", method, path, exc)
     return error_response(exc.status, str(exc), headers)
+
+
+async def kiln_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KilnError)
+    return kiln_error_response(exc, request.method, request.url.path)
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -11,7 +11,9 @@ the engine's own batch limit. Example::
       "max_queue_size": 256,           # queued requests; beyond it requests get 503 at once
       "timeout_s": 30,                 # default per-request timeout (504 past it)
       "instances": 2,                  # engine instances running batches concurrently
-      "engine_options": {"threads": 1},# passed to the engine loader (e.g. onnxruntime threads)
+      "engine_options": {"threads": 1},# passed to the engine loader (e.g. onnxruntime threads;
+                                       # "spin": false: its threads sleep between calls, which
+                                       # leaves CPU to the server on small or shared machines)
       "version_policy": {"policy": "latest", "num_versions": 1},
       "limits": {"max_request_bytes": 67108864, "max_tensor_elements": 16777216},
       "warmup": true

@@ -10,6 +10,7 @@ as raw bytes after the JSON header when the request asks for ``binary_data`` on 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,14 +48,18 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(_dumps(value), status_code=status, media_type=JSON_TYPE)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+def check_declared_body(declared: str | None, encoding: str | None, limit: int) -> None:
+    """Refuses a body whose declared length is over ``limit`` (413) or that is compressed (415)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limit} bytes")
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    encoding = (encoding or "identity").lower()
     if encoding not in ("identity", ""):
         raise KilnError(f"Content-Encoding {encoding!r} is not supported", hint="send the body uncompressed", status=415)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    check_declared_body(request.headers.get("content-length"), request.headers.get("content-encoding"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -173,6 +178,32 @@ def build_response(
     return b"".join([body, *chunks]), len(body)
 
 
+async def infer_response(
+    state: ServerState,
+    name: str,
+    version: str | None,
+    read: Callable[[int], Awaitable[bytes]],
+    header_length: str | None,
+) -> Response:
+    """One infer request, from the body (``read(limit)``) to the response: shared by the FastAPI
+    route and the plain ASGI endpoint (``oip_http_infer``) so both answer alike."""
+    state.check_accepting()
+    model = state.repository.ready_model(name, version)
+    body = await read(model.config.limits.max_request_bytes)
+    try:
+        header, inputs = parse_request(body, header_length, model)
+        options = oip.request_options(_object(header.get("parameters"), "request parameters"))
+    except KilnError:
+        if model.metrics is not None:
+            model.metrics.failed("invalid_request")
+        raise
+    outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s)
+    content, length = build_response(header, model, outputs)
+    if length is None:
+        return Response(content, media_type=JSON_TYPE)
+    return Response(content, media_type=BINARY_TYPE, headers={"Inference-Header-Content-Length": str(length)})
+
+
 def oip_router(state: ServerState) -> APIRouter:
     """The ``/v2`` routes, bound to one server's repository."""
     router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol v2)"])
@@ -255,21 +286,9 @@ def oip_router(state: ServerState) -> APIRouter:
         return await _infer(model_name, version, request)
 
     async def _infer(name: str, version: str | None, request: Request) -> Response:
-        state.check_accepting()
-        model = repo.ready_model(name, version)
-        body = await read_body(request, model.config.limits.max_request_bytes)
-        try:
-            header, inputs = parse_request(body, request.headers.get(HEADER_LENGTH), model)
-            options = oip.request_options(_object(header.get("parameters"), "request parameters"))
-        except KilnError:
-            if model.metrics is not None:
-                model.metrics.failed("invalid_request")
-            raise
-        outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s)
-        content, header_length = build_response(header, model, outputs)
-        if header_length is None:
-            return Response(content, media_type=JSON_TYPE)
-        return Response(content, media_type=BINARY_TYPE, headers={"Inference-Header-Content-Length": str(header_length)})
+        return await infer_response(
+            state, name, version, lambda limit: read_body(request, limit), request.headers.get(HEADER_LENGTH)
+        )
 
     return router
 

@@ -8,6 +8,8 @@ down and drains every batcher queue, finishing in-flight batches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import importlib.util
 import ipaddress
 import json
@@ -23,6 +25,7 @@ from kiln.errors import KilnError
 if TYPE_CHECKING:
     from kiln.security.access import AccessControl
     from kiln.serve.context import AppPlugin
+    from kiln.serve.state import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class ServeOptions:
     key_cache_ttl_s: float = 5.0  # a revoked key stops working within this time
     rate_per_s: float = 50.0  # default per-key rate limit (a key's own limit replaces it; 0: none)
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
+    freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
 
 
 class JsonFormatter(logging.Formatter):
@@ -105,6 +109,21 @@ def access_control(options: ServeOptions) -> AccessControl:
                                     default_rate_per_s=options.rate_per_s)
 
 
+async def freeze_heap_when_started(state: ServerState, poll_s: float = 0.2) -> None:
+    """Once start-up is over, moves every object alive then (modules, models, apps: torch's among
+    them when an app imports it) out of the garbage collector's reach with ``gc.freeze``.
+
+    Without it each full collection walks that whole heap: about 0.3 s on a loaded 2-core machine,
+    every request in flight waiting on it, which is what set the server's p99 under load. Objects
+    made afterwards are collected as before.
+    """
+    while not (state.started or state.startup_error):
+        await asyncio.sleep(poll_s)
+    gc.collect()
+    gc.freeze()
+    log.debug("froze %d start-up objects out of the garbage collector's reach", gc.get_freeze_count())
+
+
 async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | None = None) -> None:
     """Runs the server until SIGINT/SIGTERM (or until ``server.should_exit`` is set on the uvicorn
     server handed to ``on_started``, which embedders and tests use to stop it)."""
@@ -158,6 +177,9 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         backlog=2048,
     )
     http_server = uvicorn.Server(config)
+    freezing = None
+    if options.freeze_heap:
+        freezing = asyncio.get_running_loop().create_task(freeze_heap_when_started(state), name="kiln-freeze-heap")
     if on_started is not None:
         on_started(http_server)
     log.info(
@@ -167,6 +189,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     try:
         await http_server.serve()
     finally:
+        if freezing is not None:
+            freezing.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=0)  # already stopped gracefully by the lifespan unless start-up failed
     if not http_server.started:
@@ -182,4 +206,4 @@ def run(options: ServeOptions) -> None:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(options))
+        runner.run(serve(dataclasses.replace(options, freeze_heap=True)))

@@ -32,6 +32,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(np.object_),
 }
 _BY_NUMPY = {str(dtype): name for name, dtype in DATATYPES.items() if name != "BYTES"}
+_BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}  # the hot path: no str(dtype)
 # Names the engine manifest may use for string tensors (numpy's and ONNX Runtime's).
 _STRING_DTYPES = {"object", "str", "bytes", "string", "tensor(string)"}
 _BYTES_PREFIX = struct.Struct("<I")
@@ -39,6 +40,8 @@ _BYTES_PREFIX = struct.Struct("<I")
 
 def oip_datatype(dtype: str | np.dtype[Any]) -> str:
     """The OIP datatype name for a numpy dtype or an engine manifest dtype string."""
+    if isinstance(dtype, np.dtype) and (known := _BY_DTYPE.get(dtype)) is not None:
+        return known
     name = str(dtype)
     if name in _STRING_DTYPES or name.startswith("<U") or name.startswith("|S"):
         return "BYTES"
