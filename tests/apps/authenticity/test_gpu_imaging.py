@@ -98,13 +98,13 @@ def test_engine_input_follows_the_engines_input_format() -> None:
     np.testing.assert_array_equal(raw, pixels)
 
 
-def test_decode_device_follows_the_engine() -> None:
+def test_gpu_decoding_is_opt_in() -> None:
     assert choose_decode_device("cpu", "cuda") is None
     assert choose_decode_device("auto", "cpu") is None
+    assert choose_decode_device("auto", "cuda") is None, "auto decodes with Pillow: the pixels the model was fitted on"
     if gpu_decoding_available("cuda"):
-        assert choose_decode_device("auto", "cuda") == "cuda"
+        assert choose_decode_device("cuda", "cuda") == "cuda"
     else:
-        assert choose_decode_device("auto", "cuda") is None, "no GPU here: Pillow on the CPU"
         with pytest.raises(KilnError, match="KILN_DECODE_DEVICE"):
             choose_decode_device("cuda", "cpu")
 
@@ -138,6 +138,8 @@ async def test_a_case_through_the_device_path_matches_the_cpu_path(api: Any, syn
 
 
 @pytest.mark.skipif(not gpu_decoding_available("cuda"), reason="needs a CUDA GPU (nvJPEG)")
+@pytest.mark.xfail(strict=True, reason="measured on an H100 (2026-11-22): nvJPEG + box filter differs from Pillow's "
+                   "DCT-domain scaling by more than 3/255 on average; GPU decoding is therefore opt-in")
 def test_nvjpeg_gives_the_cpu_path_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
     import kiln.apps.authenticity.gpu_imaging as gpu_imaging
 

@@ -352,22 +352,22 @@ DECODE_DEVICES = ("auto", "cpu", "cuda")
 
 
 def choose_decode_device(setting: str, engine_device: str) -> str | None:
-    """Where a case's photos are decoded: "auto" follows the engine onto a GPU (nvJPEG) when torch and
-    torchvision can use it there, else Pillow on the CPU (None); "cuda" insists on the GPU."""
+    """Where a case's photos are decoded: Pillow on the CPU (None) unless "cuda" asks for nvJPEG.
+
+    "auto" stays on the CPU for this app: on an H100 (2026-11-22) nvJPEG's full decode plus the box
+    filter gave pixels further from Pillow's DCT-domain scaling than the model and the quality gate
+    were fitted on (tests/apps/authenticity/test_gpu_imaging.py, strict xfail), and the GPU path was not
+    faster end to end (docs/benchmarks/gpu.md). "cuda" turns it on where the engine runs on a GPU.
+    """
     from kiln.apps.authenticity.gpu_imaging import gpu_decoding_available
 
-    if setting == "cpu":
+    if setting != "cuda":
         return None
-    wanted = engine_device if setting == "auto" else "cuda"
-    if not wanted.startswith("cuda"):
-        return None
+    wanted = engine_device if engine_device.startswith("cuda") else "cuda"
     if gpu_decoding_available(wanted):
         return wanted
-    if setting == "cuda":
-        raise KilnError("photos were to be decoded on the GPU (KILN_DECODE_DEVICE=cuda) but torch sees no CUDA GPU "
-                        "or torchvision is missing", hint="set KILN_DECODE_DEVICE=auto or cpu")
-    log.warning("authenticity: the engine runs on %s but photos cannot be decoded there; decoding on the CPU", wanted)
-    return None
+    raise KilnError("photos were to be decoded on the GPU (KILN_DECODE_DEVICE=cuda) but torch sees no CUDA GPU "
+                    "or torchvision is missing", hint="set KILN_DECODE_DEVICE=auto or cpu")
 
 
 def reference_info(record: object) -> ReferenceInfo:
