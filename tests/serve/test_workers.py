@@ -69,7 +69,8 @@ def test_two_workers_share_the_ports_and_drain_on_sigterm(two_workers: tuple[sub
     assert len(workers) == 2
 
     # every request on a new connection: the kernel spreads them over both workers
-    http_pids, grpc_pids = set(), set()
+    http_pids: set[int] = set()
+    grpc_pids: set[int] = set()
     body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]}]}
     deadline = time.monotonic() + 60
     for _ in range(40):

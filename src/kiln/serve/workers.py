@@ -143,9 +143,9 @@ def supervise(options: ServeOptions, workers: int) -> int:
         for index in range(workers):
             if signals:
                 break
-            process = context.Process(target=worker_main, args=(options, index, os.getpid()), name=f"kiln-worker-{index}")
-            process.start()
-            processes.append(process)
+            started = context.Process(target=worker_main, args=(options, index, os.getpid()), name=f"kiln-worker-{index}")
+            started.start()
+            processes.append(started)
         log.info("kiln supervising %d workers (pids %s)", len(processes), ", ".join(str(p.pid) for p in processes))
         running = list(processes)
         while running:
