@@ -165,11 +165,21 @@ class Sampler:
         self.nvml_error: str | None = None
 
     def _cpu_seconds(self) -> float:
+        """The server's CPU time, its worker processes' included (kiln serve --workers)."""
+        pids = [self.server_pid]
         try:
-            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
+            for task in Path(f"/proc/{self.server_pid}/task").iterdir():
+                pids.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            pass
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
     def _run(self) -> None:
         try:
@@ -350,20 +360,26 @@ def start_server(args: argparse.Namespace, repo: Path, port: int, db_url: str, h
     return subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
          "--apps", "authenticity", "--no-access-log", "--no-pages", "--log-level", "info", "--db", db_url,
-         "--max-inflight", "1024"],
+         "--max-inflight", "1024", "--workers", str(args.workers)],
         stdout=log, stderr=log, env=env,
     )
 
 
-def wait_ready(port: int, server: subprocess.Popen[bytes], seconds: float) -> None:
+def wait_ready(port: int, server: subprocess.Popen[bytes], seconds: float, workers: int = 1) -> None:
+    """Ready answers on new connections until every worker (X-Kiln-Worker pid) has said so."""
     deadline = time.monotonic() + seconds
+    seen: set[str] = set()
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited with status {server.returncode} (see server_log_tail)")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
                 if response.status == 200:
-                    return
+                    seen.add(response.headers.get("X-Kiln-Worker") or "")
+                    if len(seen) >= workers:
+                        return
+                    time.sleep(0.05)
+                    continue
         except OSError:
             pass
         time.sleep(0.5)
@@ -413,7 +429,7 @@ def measure_server(args: argparse.Namespace, repo: Path, home: Path, work: Path,
         started = time.perf_counter()
         server = start_server(args, repo, port, db_url, home, log, decode)
         try:
-            wait_ready(port, server, 600)
+            wait_ready(port, server, 600, args.workers)
             section["server_ready_s"] = round(time.perf_counter() - started, 1)
             # warm-up: first cases initialise nvJPEG, cuDNN and the allocator; keep the first response as a sample
             sample, timing, first_ms = post_case(port, body, content_type)
@@ -571,6 +587,7 @@ def main() -> None:
                         help="torch engine compile mode: none (eager fp16, builds in seconds) or reduce-overhead "
                              "(inductor + CUDA graphs; about a minute to build and to load)")
     parser.add_argument("--instances", type=int, default=2, help="engine instances in the server")
+    parser.add_argument("--workers", type=int, default=1, help="kiln serve --workers (server processes sharing the port)")
     parser.add_argument("--queue-delay-us", type=int, default=200)
     parser.add_argument("--photo-size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=20, help="references per view in the store")

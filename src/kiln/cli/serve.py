@@ -32,6 +32,8 @@ def serve(
     auth: Annotated[str, typer.Option("--auth", help="API keys: auto (required unless --host is loopback), on, off")] = "auto",
     rate: Annotated[float, typer.Option("--rate", help="default requests per second per API key (0: unlimited)")] = 50.0,
     max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
+    workers: Annotated[int, typer.Option("--workers", help="server processes sharing the ports (SO_REUSEPORT), each loading "
+                                         "every model; per-process metrics and rate limits")] = 1,
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.context import AppPlugin
@@ -50,6 +52,11 @@ def serve(
         raise KilnError("--max-inflight must be 0 (unbounded) or positive")
     if rate < 0:
         raise KilnError("--rate must be 0 (unlimited) or positive")
+    if workers < 1:
+        raise KilnError(f"--workers {workers} must be at least 1")
+    if workers > 1 and http_port == 0:
+        raise KilnError(f"--workers {workers} needs a fixed --http-port, not 0",
+                        hint="the workers share one port: give a port number")
     if web is not None and not web.is_dir():
         raise KilnError(f"--web {web} is not a directory")
     if pages and web is None:
@@ -57,26 +64,32 @@ def serve(
 
         web = pages_dir()
     chosen = [a.strip() for a in apps.split(",") if a.strip()] or default_apps(repo, pages=pages)
-    run(
-        ServeOptions(
-            repo=repo,
-            host=host,
-            http_port=http_port,
-            grpc_port=grpc_port or None,
-            apps=list[str | AppPlugin](chosen),
-            models=[m.strip() for m in models.split(",") if m.strip()] or None,
-            strict_readiness=strict_readiness,
-            access_log=access_log,
-            log_level=log_level,
-            static_dir=web if pages else None,
-            broker=broker,
-            db=db,
-            queue_prefix=queue_prefix,
-            auth=auth,
-            rate_per_s=rate,
-            max_inflight=max_inflight or None,
-        )
+    options = ServeOptions(
+        repo=repo,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port or None,
+        apps=list[str | AppPlugin](chosen),
+        models=[m.strip() for m in models.split(",") if m.strip()] or None,
+        strict_readiness=strict_readiness,
+        access_log=access_log,
+        log_level=log_level,
+        static_dir=web if pages else None,
+        broker=broker,
+        db=db,
+        queue_prefix=queue_prefix,
+        auth=auth,
+        rate_per_s=rate,
+        max_inflight=max_inflight or None,
     )
+    if workers == 1:
+        run(options)
+        return
+    from kiln.serve.workers import supervise
+
+    code = supervise(options, workers)
+    if code:
+        raise typer.Exit(code)
 
 
 def default_apps(repo: Path, *, pages: bool) -> list[str]:

@@ -34,10 +34,19 @@ class UrlSigner:
             return cls(secret.encode())
         path = home / "secret.key"
         if not path.exists():
+            # Written aside then linked into place: processes starting at once (kiln serve --workers)
+            # never read a half-written key, and the first one's key is everybody's.
             home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            draft = home / f".secret.key.{os.getpid()}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
         return cls(path.read_text().strip().encode())
 
     def _mac(self, path: str, expires: int) -> str:

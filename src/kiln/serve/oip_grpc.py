@@ -121,9 +121,10 @@ def _handler(method: Callable[[Any, Any], Awaitable[Any]], request_type: Any, re
 class InferenceService:
     """The RPC handlers; every KilnError becomes the matching gRPC status with its message."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, worker_pid: int | None = None) -> None:
         self.state = state
         self.repo = state.repository
+        self.worker_metadata = (("x-kiln-worker", str(worker_pid)),) if worker_pid is not None else None
 
     def handler(self) -> grpc.GenericRpcHandler:
         wrap = self._guard
@@ -141,9 +142,12 @@ class InferenceService:
             },
         )
 
-    @staticmethod
-    def _guard(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    def _guard(self, method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+        worker = self.worker_metadata
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if worker is not None:
+                context.set_trailing_metadata(worker)
             try:
                 return await method(request, context)
             except KilnError as exc:
@@ -241,18 +245,22 @@ class InferenceService:
 
 
 def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
-                       interceptors: tuple[Any, ...] = ()) -> grpc.aio.Server:
-    """A grpc.aio server bound to ``address`` (host:port) serving the inference service."""
+                       interceptors: tuple[Any, ...] = (), worker_pid: int | None = None) -> grpc.aio.Server:
+    """A grpc.aio server bound to ``address`` (host:port) serving the inference service.
+
+    ``worker_pid`` (``kiln serve --workers N``): the port is shared with the other workers
+    (SO_REUSEPORT) and every answer names this process in its ``x-kiln-worker`` trailing metadata.
+    """
     limit = max_message_bytes or 64 << 20
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 256 << 20)),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if worker_pid is not None else 0),
         ]
     )
-    server.add_generic_rpc_handlers((InferenceService(state).handler(),))
+    server.add_generic_rpc_handlers((InferenceService(state, worker_pid=worker_pid).handler(),))
     if server.add_insecure_port(address) == 0:
         raise KilnError(f"cannot bind gRPC to {address}", hint="choose another --grpc-port")
     return server

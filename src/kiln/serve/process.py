@@ -14,6 +14,7 @@ import importlib.util
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class ServeOptions:
     rate_per_s: float = 50.0  # default per-key rate limit (a key's own limit replaces it; 0: none)
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
     freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
+    worker: int | None = None  # index under ``kiln serve --workers N`` (serve/workers.py): ports shared by SO_REUSEPORT
 
 
 class JsonFormatter(logging.Formatter):
@@ -155,6 +157,7 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         grpc_server = create_grpc_server(
             state, f"{options.host}:{options.grpc_port}", max_message_bytes=options.max_grpc_message_bytes,
             interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
+            worker_pid=os.getpid() if options.worker is not None else None,
         )
         await grpc_server.start()
         server = grpc_server
@@ -163,8 +166,15 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
             await server.stop(grace=options.grpc_grace_s)
 
         state.before_shutdown.append(stop_grpc)
+    asgi_app: Any = app
+    sockets = None
+    if options.worker is not None:
+        from kiln.serve.workers import WorkerHeader, reuse_port_socket
+
+        asgi_app = WorkerHeader(app, os.getpid())
+        sockets = [reuse_port_socket(options.host, options.http_port)]
     config = uvicorn.Config(
-        app,
+        asgi_app,
         host=options.host,
         port=options.http_port,
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
@@ -183,11 +193,12 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     if on_started is not None:
         on_started(http_server)
     log.info(
-        "kiln serving %s on http://%s:%d%s", options.repo, options.host, options.http_port,
+        "kiln serving %s on http://%s:%d%s%s", options.repo, options.host, options.http_port,
         f" and grpc://{options.host}:{options.grpc_port}" if options.grpc_port is not None else "",
+        f" (worker {options.worker}, pid {os.getpid()})" if options.worker is not None else "",
     )
     try:
-        await http_server.serve()
+        await http_server.serve(sockets=sockets)
     finally:
         if freezing is not None:
             freezing.cancel()

@@ -1,0 +1,175 @@
+"""``kiln serve --workers N``: N full server processes sharing the HTTP and gRPC ports.
+
+Each worker is a whole ``kiln serve`` (own event loop, model repository, batchers, apps) started
+with multiprocessing's *spawn*. They listen on the same ports through SO_REUSEPORT, so the kernel
+spreads new connections over them (a kept-alive connection stays with its worker). The parent only
+supervises: SIGINT/SIGTERM are forwarded to every worker as SIGTERM (a second signal as SIGINT,
+which forces them, as a second Ctrl-C does in one process); no worker is restarted: when one exits
+the others are stopped and the parent exits non-zero, naming the worker in its log.
+
+Per-process state stays per process: Prometheus ``/metrics``, the in-memory rate limits and caches
+describe the worker that answered; answers carry ``X-Kiln-Worker: <pid>`` (HTTP header, gRPC
+trailing metadata) so that a client can tell which one it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.serve.process import ServeOptions
+
+log = logging.getLogger(__name__)
+
+WORKER_HEADER = "x-kiln-worker"
+_EXIT_STARTUP_FAILED = 3
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT (uvicorn makes it listen)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise KilnError(f"cannot bind HTTP to {host}:{port}: {exc.strerror}", hint="is the port in use? choose another --http-port") from exc
+    sock.set_inheritable(False)
+    return sock
+
+
+def check_ports_free(host: str, ports: list[int]) -> None:
+    """Fails when another process already listens on one of ``ports`` (SO_REUSEPORT would let the
+    workers join a group of sockets left by another server of the same user)."""
+    for port in ports:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise KilnError(f"cannot bind {host}:{port}: {exc.strerror}", hint="is another server running? choose other ports") from exc
+
+
+class WorkerHeader:
+    """ASGI middleware: every HTTP answer says which worker process made it."""
+
+    def __init__(self, app: Any, pid: int) -> None:
+        self.app = app
+        self.header = (WORKER_HEADER.encode(), str(pid).encode())
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def _stop_when_orphaned(parent: int, poll_s: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL) stops itself rather than keep the ports."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def worker_main(options: ServeOptions, index: int, parent: int) -> None:
+    """A worker process: one full ``kiln serve`` (the spawn target)."""
+    from kiln.serve.process import run
+
+    # The terminal's Ctrl-C reaches the whole process group; the parent forwards it as SIGTERM.
+    # uvicorn handles both while it serves and re-raises SIGTERM once drained: exit 0 then, and
+    # exit at once when stopped before serving (still loading).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_now)
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), name="kiln-orphan-watch", daemon=True).start()
+    try:
+        run(replace(options, worker=index))
+    except KilnError as exc:
+        log.error("kiln worker %d (pid %d) could not start: %s%s", index, os.getpid(), exc,
+                  f" ({exc.hint})" if getattr(exc, "hint", None) else "")
+        raise SystemExit(_EXIT_STARTUP_FAILED) from None
+
+
+def supervise(options: ServeOptions, workers: int) -> int:
+    """Starts ``workers`` server processes and waits for them; returns the exit code (0: all drained)."""
+    from kiln.serve.process import configure_logging
+
+    configure_logging(options.log_level)
+    ports = [options.http_port] + ([options.grpc_port] if options.grpc_port is not None else [])
+    check_ports_free(options.host, ports)
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    signals: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        signals.append(signum)
+        sent = signal.SIGTERM if len(signals) == 1 else signal.SIGINT  # second signal: force, as in one process
+        if len(signals) == 1:
+            log.info("%s: stopping %d workers gracefully", signal.Signals(signum).name, len(processes))
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, sent)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed: list[str] = []
+    try:
+        for index in range(workers):
+            if signals:
+                break
+            started = context.Process(target=worker_main, args=(options, index, os.getpid()), name=f"kiln-worker-{index}")
+            started.start()
+            processes.append(started)
+        log.info("kiln supervising %d workers (pids %s)", len(processes), ", ".join(str(p.pid) for p in processes))
+        running = list(processes)
+        while running:
+            wait([p.sentinel for p in running], timeout=1.0)
+            for process in [p for p in running if p.exitcode is not None]:
+                running.remove(process)
+                index = processes.index(process)
+                code = process.exitcode
+                if code == 0 or (signals and code is not None and code in (-signal.SIGTERM, -signal.SIGINT)):
+                    log.info("kiln worker %d (pid %s) exited", index, process.pid)
+                    continue
+                reason = "failed at start-up" if code == _EXIT_STARTUP_FAILED else f"exited with status {code}"
+                failed.append(f"worker {index} (pid {process.pid}) {reason}")
+                log.error("kiln worker %d (pid %s) %s; %s", index, process.pid, reason,
+                          "stopping the other workers" if running else "no worker left")
+                if running and not signals:
+                    signals.append(signal.SIGTERM)
+                    for other in running:
+                        if other.pid is not None:
+                            os.kill(other.pid, signal.SIGTERM)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        log.error("kiln serve stopped: %s", "; ".join(failed))
+        return 1
+    return 0

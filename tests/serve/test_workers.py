@@ -1,0 +1,139 @@
+"""``kiln serve --workers 2``: two server processes share the HTTP and gRPC ports, and stop together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kiln.serve.workers import WORKER_HEADER
+from tests.live_server import wait_until_ready
+
+from .conftest import Engines, add_model, free_port
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of a supervisor (not multiprocessing's resource tracker)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.extend(int(c) for c in (task / "children").read_text().split())
+    return [c for c in found if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _serve(repo: Path, http_port: int, grpc_port: int, workers: int, home: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KILN_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port),
+               "--grpc-port", str(grpc_port), "--workers", str(workers), "--no-pages", "--no-access-log",
+               "--log-level", "info"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path, engines: Engines) -> Path:
+    root = tmp_path / "repo"
+    add_model(root, "long", engines.long, {"max_batch_size": 8, "max_queue_delay_us": 0})
+    return root
+
+
+@pytest.fixture
+def two_workers(small_repo: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    http_port, grpc_port = free_port(), free_port()
+    server = _serve(small_repo, http_port, grpc_port, 2, tmp_path / "home")
+    try:
+        yield server, http_port, grpc_port
+    finally:
+        if server.poll() is None:
+            for child in _children(server.pid):
+                os.kill(child, signal.SIGKILL)
+            server.kill()
+            server.wait(10)
+
+
+def test_two_workers_share_the_ports_and_drain_on_sigterm(two_workers: tuple[subprocess.Popen[bytes], int, int]) -> None:
+    import grpc
+    import httpx
+    import tritonclient.grpc as grpcclient
+    from tritonclient.grpc import service_pb2 as pb
+
+    server, http_port, grpc_port = two_workers
+    url = f"http://127.0.0.1:{http_port}"
+    wait_until_ready(url, [], seconds=120, request_timeout=1)
+    workers = _children(server.pid)
+    assert len(workers) == 2
+
+    # every request on a new connection: the kernel spreads them over both workers
+    http_pids: set[int] = set()
+    grpc_pids: set[int] = set()
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]}]}
+    deadline = time.monotonic() + 60
+    for _ in range(40):
+        with httpx.Client(timeout=10) as client:
+            ready = client.get(url + "/v2/health/ready")
+            if ready.status_code != 200:  # the other worker may still be loading
+                assert time.monotonic() < deadline, "a worker never became ready"
+                time.sleep(0.2)
+                continue
+            answer = client.post(url + "/v2/models/long/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3, 6, 9]
+        http_pids.add(int(answer.headers[WORKER_HEADER]))
+
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        tensor = grpcclient.InferInput("x", [1, 3], "INT64")
+        tensor.set_data_from_numpy(np.array([[1, 2, 3]], dtype=np.int64))
+        try:
+            result = client.infer("long", [tensor])
+        except Exception as exc:  # a worker still loading its model answers UNAVAILABLE
+            assert time.monotonic() < deadline, f"gRPC infer kept failing: {exc}"
+            client.close()
+            continue
+        assert result.as_numpy("y").tolist() == [[3, 6, 9]]
+        client.close()
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        call = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                   request_serializer=pb.ServerLiveRequest.SerializeToString,
+                                   response_deserializer=pb.ServerLiveResponse.FromString)
+        _, outcome = call.with_call(pb.ServerLiveRequest(), timeout=10)
+        grpc_pids.update(int(value) for key, value in outcome.trailing_metadata() if key == WORKER_HEADER)
+        channel.close()
+    assert http_pids == set(workers), "HTTP answers come from both workers"
+    assert grpc_pids == set(workers), "gRPC answers come from both workers"
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(20) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert "stopping 2 workers" in stderr
+
+
+def test_a_worker_that_dies_stops_the_server_with_a_failure(two_workers: tuple[subprocess.Popen[bytes], int, int]) -> None:
+    server, http_port, _ = two_workers
+    wait_until_ready(f"http://127.0.0.1:{http_port}", [], seconds=120, request_timeout=1)
+    first, second = _children(server.pid)
+    os.kill(first, signal.SIGKILL)
+    assert server.wait(20) == 1
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert f"(pid {first}) exited with status -9" in stderr
+    assert not Path(f"/proc/{second}").exists() or "zombie" in Path(f"/proc/{second}/status").read_text()
+
+
+def test_workers_that_cannot_start_fail_the_command(tmp_path: Path) -> None:
+    server = _serve(tmp_path / "missing", free_port(), free_port(), 2, tmp_path / "home")  # every worker fails
+    assert server.wait(120) == 1
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert "failed at start-up" in stderr and "is not a directory" in stderr
+
+
+def test_port_zero_with_workers_is_refused(small_repo: Path, tmp_path: Path) -> None:
+    server = _serve(small_repo, 0, free_port(), 2, tmp_path / "home")
+    assert server.wait(60) == 2
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert "--workers 2 needs a fixed --http-port" in stderr
