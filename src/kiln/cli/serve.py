@@ -32,6 +32,9 @@ def serve(
     auth: Annotated[str, typer.Option("--auth", help="API keys: auto (required unless --host is loopback), on, off")] = "auto",
     rate: Annotated[float, typer.Option("--rate", help="default requests per second per API key (0: unlimited)")] = 50.0,
     max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
+    max_loop_lag_ms: Annotated[float, typer.Option("--max-loop-lag-ms",
+                                                   help="refuse new HTTP requests (503) while the event loop runs this late (0: never)")] = 50.0,
+    loop: Annotated[str, typer.Option("--loop", help="event loop: asyncio (accepts connections faster under load) or uvloop")] = "asyncio",
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.context import AppPlugin
@@ -48,6 +51,10 @@ def serve(
         raise KilnError(f"--auth {auth!r} is not auto, on or off")
     if max_inflight < 0:
         raise KilnError("--max-inflight must be 0 (unbounded) or positive")
+    if loop not in ("asyncio", "uvloop"):
+        raise KilnError(f"--loop {loop!r} is not asyncio or uvloop")
+    if max_loop_lag_ms < 0:
+        raise KilnError("--max-loop-lag-ms must be 0 (never) or positive")
     if rate < 0:
         raise KilnError("--rate must be 0 (unlimited) or positive")
     if web is not None and not web.is_dir():
@@ -75,6 +82,8 @@ def serve(
             auth=auth,
             rate_per_s=rate,
             max_inflight=max_inflight or None,
+            max_loop_lag_s=max_loop_lag_ms / 1e3 or None,
+            loop=loop,
         )
     )
 

@@ -265,7 +265,8 @@ def oip_router(state: ServerState) -> APIRouter:
             if model.metrics is not None:
                 model.metrics.failed("invalid_request")
             raise
-        outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s)
+        outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s,
+                                    arrived=getattr(request.state, "arrived", None))
         content, header_length = build_response(header, model, outputs)
         if header_length is None:
             return Response(content, media_type=JSON_TYPE)

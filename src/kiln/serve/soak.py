@@ -153,6 +153,31 @@ async def discover(url: str, model: str | None, headers: dict[str, str], timeout
     return calls
 
 
+class _PoolWait:
+    """aiohttp trace context: notes when a request that waited for a free pooled connection got one."""
+
+    def __init__(self, trace_request_ctx: dict[str, float] | None = None) -> None:
+        self.marks = trace_request_ctx if trace_request_ctx is not None else {}
+
+    @staticmethod
+    async def dequeued(session: Any, context: _PoolWait, params: Any) -> None:
+        context.marks["dequeued"] = time.perf_counter()
+
+
+def _pool_size(wanted: int = 2048) -> int:
+    """Connections the load generator may open: ``wanted``, within the open-file limit (raised to its maximum)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 512
+    return max(64, min(wanted, soft - 128))
+
+
 class Driver:
     """Sends the mix over one aiohttp session and records every answer."""
 
@@ -168,8 +193,13 @@ class Driver:
     def _session(self) -> Any:
         import aiohttp
 
-        # idle connections are dropped before the server's keep-alive (5 s) closes them under the client
-        return aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=2.0),
+        # A large pool, so that a request seldom waits for a free connection (that wait is the client's, and
+        # ``one`` leaves it out of the service time); idle connections are dropped before the server's
+        # keep-alive (5 s) closes them under the client.
+        trace = aiohttp.TraceConfig(trace_config_ctx_factory=_PoolWait)
+        trace.on_connection_queued_end.append(_PoolWait.dequeued)
+        return aiohttp.ClientSession(headers=self.headers, trace_configs=[trace],
+                                     connector=aiohttp.TCPConnector(limit=_pool_size(), keepalive_timeout=2.0),
                                      timeout=aiohttp.ClientTimeout(total=self.client_timeout_s))
 
     async def fresh(self) -> None:
@@ -185,14 +215,17 @@ class Driver:
 
         status = 0
         sent = time.perf_counter()
+        pool: dict[str, float] = {}
         try:
             data = call.form() if call.form is not None else call.body
-            async with self.session.request(call.method, self.url + call.path, data=data, headers=call.headers) as response:
+            async with self.session.request(call.method, self.url + call.path, data=data, headers=call.headers,
+                                            trace_request_ctx=pool) as response:
                 await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError):
             status = 0
         done = time.perf_counter()
+        sent = max(sent, pool.get("dequeued", sent))  # a wait for a free connection is the client's, not the server's
         samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3))
 
     async def closed(self, concurrency: int, duration_s: float) -> PhaseResult:
