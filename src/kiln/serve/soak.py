@@ -50,6 +50,7 @@ class Sample:
     status: int  # 0: no answer (connection error, client timeout)
     latency_ms: float  # from the scheduled start (includes any lag of the load generator)
     service_ms: float  # from the moment the request was sent
+    reason: str = ""  # for refusals (429/503): the start of the server's error message, which names the limit
 
 
 @dataclass
@@ -71,6 +72,7 @@ class PhaseResult:
             "throughput_rps": round(len(self.samples) / self.duration_s, 2) if self.duration_s else 0.0,
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "errors": sum(v for k, v in statuses.items() if not 200 <= k < 300),
+            "refusal_reasons": dict(Counter(s.reason for s in self.samples if s.status in REJECTED).most_common(5)),
             "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
             "by_call": {name: {"requests": n, "p99_ms": _pct([s.latency_ms for s in self.samples if s.call == name and 200 <= s.status < 300], 99)}
                         for name, n in sorted(Counter(s.call for s in self.samples).items())},
@@ -164,6 +166,14 @@ class _PoolWait:
         context.marks["dequeued"] = time.perf_counter()
 
 
+def _error_message(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("error", "")
+    except (ValueError, AttributeError):
+        return ""
+    return message if isinstance(message, str) else ""
+
+
 def _pool_size(wanted: int = 2048) -> int:
     """Connections the load generator may open: ``wanted``, within the open-file limit (raised to its maximum)."""
     try:
@@ -214,19 +224,22 @@ class Driver:
         import aiohttp
 
         status = 0
+        reason = ""
         sent = time.perf_counter()
         pool: dict[str, float] = {}
         try:
             data = call.form() if call.form is not None else call.body
             async with self.session.request(call.method, self.url + call.path, data=data, headers=call.headers,
                                             trace_request_ctx=pool) as response:
-                await response.read()
+                body = await response.read()
                 status = response.status
+                if status in REJECTED:
+                    reason = _error_message(body)[:70]
         except (TimeoutError, aiohttp.ClientError):
             status = 0
         done = time.perf_counter()
         sent = max(sent, pool.get("dequeued", sent))  # a wait for a free connection is the client's, not the server's
-        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3))
+        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3, reason))
 
     async def closed(self, concurrency: int, duration_s: float) -> PhaseResult:
         samples: list[Sample] = []
@@ -308,7 +321,8 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
             ok = len(phase.latencies())
             probes.append({"concurrency": level, "ok_rps": round(ok / phase.duration_s, 2), "errors": phase.summary()["errors"]})
             report(f"probe concurrency {level}: {ok / phase.duration_s:.1f} ok req/s, {probes[-1]['errors']} errors")
-        max_rps = max(p["ok_rps"] for p in probes)
+        # the best level the server handled without refusing (a level with refusals is past the maximum)
+        max_rps = max((p["ok_rps"] for p in probes if not p["errors"]), default=max(p["ok_rps"] for p in probes))
         if max_rps <= 0:
             raise KilnError("no request succeeded while probing the maximum throughput", hint="check the server and --key")
         result["probe_max_rps"] = max_rps
