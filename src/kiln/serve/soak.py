@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -155,14 +156,14 @@ async def discover(url: str, model: str | None, headers: dict[str, str], timeout
     return calls
 
 
-class _PoolWait:
+class _PoolWait(SimpleNamespace):
     """aiohttp trace context: notes when a request that waited for a free pooled connection got one."""
 
     def __init__(self, trace_request_ctx: dict[str, float] | None = None) -> None:
-        self.marks = trace_request_ctx if trace_request_ctx is not None else {}
+        super().__init__(marks=trace_request_ctx if trace_request_ctx is not None else {})
 
     @staticmethod
-    async def dequeued(session: Any, context: _PoolWait, params: Any) -> None:
+    async def dequeued(session: Any, context: SimpleNamespace, params: Any) -> None:
         context.marks["dequeued"] = time.perf_counter()
 
 
