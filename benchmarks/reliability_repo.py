@@ -31,7 +31,7 @@ def build(repo: Path) -> Path:
     repo.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kiln-soak-"))
     cache = EngineCache(work / "cache")
-    queue = {"max_queue_size": 32, "timeout_s": 10}
+    queue = {"max_queue_size": 128, "timeout_s": 10}
     if not (repo / "image").exists():
         settings = BuildSettings(source=ModelSource.parse("timm:test_resnet?num_classes=3"), batch=BatchProfile(min=1, opt=4, max=8),
                                  name="image", input_size=(32, 32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,25 @@ def test_missing_app_module_is_named(repo: Path) -> None:
         server_state(repo, apps=["kiln.apps.nothing.routes:plugin"])
     with pytest.raises(KilnError, match="neither a known app"):
         server_state(repo, apps=["whatever"])
+
+
+async def test_timeout_counts_from_arrival_at_the_server(served: Any) -> None:
+    """A request that waited past its timeout before the handler saw it gets 504 and is not computed."""
+    _, _, app, _ = served
+
+    async def arrived_long_ago(scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["arrived"] = time.monotonic() - 30
+        await app(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=arrived_long_ago), base_url="http://kiln") as late:
+        x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+        response = await late.post("/v2/models/image/infer", json={**_json_request(x), "parameters": {"timeout": 2_000_000}})
+    assert response.status_code == 504, response.text
+    assert "before it reached the model" in response.json()["error"]
+    metrics = (await late_metrics(app)).text
+    assert "kiln_inference_exec_count_total" not in metrics or _metric(metrics, "kiln_inference_exec_count_total", "image") == 0
+
+
+async def late_metrics(app: FastAPI) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kiln") as client:
+        return await client.get("/metrics")

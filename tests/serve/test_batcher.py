@@ -267,3 +267,67 @@ async def test_instances_run_batches_concurrently() -> None:
     finally:
         await batcher.close()
     assert peak == 2
+
+
+async def test_expired_queued_work_is_not_computed() -> None:
+    gate = threading.Event()
+
+    class Blocking(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            gate.wait(5)
+            return super().infer(inputs)
+
+    runner = Blocking()
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=1, max_queue_delay_s=0)).start()
+    try:
+        first = asyncio.create_task(batcher.submit(_x(1, 0), 1, timeout_s=10))
+        await asyncio.sleep(0.05)  # the instance holds the first request
+        late = asyncio.create_task(batcher.submit(_x(1, 1), 1, timeout_s=0.05))
+        await asyncio.sleep(0)  # queued behind it
+        time.sleep(0.1)  # the event loop is stuck, so its timer cannot take the request out of the queue
+        gate.set()
+        time.sleep(0.1)  # the instance takes the request after its deadline
+        with pytest.raises(DeadlineExceededError, match="waiting in the queue"):
+            await late
+        await first
+        assert runner.batches == [1], "only the first request reached the engine"
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_request_that_the_queue_cannot_reach_in_time_is_refused_at_once() -> None:
+    gate = threading.Event()
+
+    class Blocking(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            gate.wait(5)
+            return super().infer(inputs)
+
+    batcher = DynamicBatcher("m/1", [Blocking()], BatchPolicy(max_batch_size=1, max_queue_delay_s=0)).start()
+    try:
+        first = asyncio.create_task(batcher.submit(_x(1, 0), 1, timeout_s=10))
+        await asyncio.sleep(0.05)
+        batcher.queue.batch_s = 1.0  # recent batches took a second each
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match="deadline") as info:
+            await batcher.submit(_x(1, 1), 1, timeout_s=0.5)
+        assert time.monotonic() - started < 0.2 and info.value.retry_after_s > 0
+        assert len(batcher.queue) == 0
+        gate.set()
+        await first
+        assert batcher.queue.batch_s < 1.0  # the real batch time is averaged in
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_request_whose_time_is_already_spent_fails_without_queueing() -> None:
+    runner = RecordingRunner()
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=4)).start()
+    try:
+        with pytest.raises(DeadlineExceededError, match="before it reached the model"):
+            await batcher.submit(_x(1, 0), 1, timeout_s=0)
+        assert runner.batches == [] and len(batcher.queue) == 0
+    finally:
+        await batcher.close()

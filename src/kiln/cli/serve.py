@@ -34,6 +34,9 @@ def serve(
     max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
     workers: Annotated[int, typer.Option("--workers", help="server processes sharing the ports (SO_REUSEPORT), each loading "
                                          "every model; per-process metrics and rate limits")] = 1,
+    max_loop_lag_ms: Annotated[float, typer.Option("--max-loop-lag-ms",
+                                                   help="refuse new HTTP requests (503) while the event loop runs this late (0: never)")] = 50.0,
+    loop: Annotated[str, typer.Option("--loop", help="event loop: asyncio (accepts connections faster under load) or uvloop")] = "asyncio",
 ) -> None:
     """Serve a model repository over HTTP and gRPC with dynamic batching."""
     from kiln.serve.context import AppPlugin
@@ -50,6 +53,10 @@ def serve(
         raise KilnError(f"--auth {auth!r} is not auto, on or off")
     if max_inflight < 0:
         raise KilnError("--max-inflight must be 0 (unbounded) or positive")
+    if loop not in ("asyncio", "uvloop"):
+        raise KilnError(f"--loop {loop!r} is not asyncio or uvloop")
+    if max_loop_lag_ms < 0:
+        raise KilnError("--max-loop-lag-ms must be 0 (never) or positive")
     if rate < 0:
         raise KilnError("--rate must be 0 (unlimited) or positive")
     if workers < 1:
@@ -81,6 +88,8 @@ def serve(
         auth=auth,
         rate_per_s=rate,
         max_inflight=max_inflight or None,
+        max_loop_lag_s=max_loop_lag_ms / 1e3 or None,
+        loop=loop,
     )
     if workers == 1:
         run(options)

@@ -50,12 +50,13 @@ def server_state(
 
 def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path | None = None,
                access: AccessControl | None = None, max_body_bytes: int | None = None,
-               max_inflight: int | None = None) -> FastAPI:
+               max_inflight: int | None = None, max_loop_lag_s: float | None = None) -> FastAPI:
     """The FastAPI app of one server: OIP v2, /metrics, the plugins' routers, optional static pages.
 
     ``access`` is the access policy (API keys, rate limits, signed links; none required by default);
     security headers and a global body limit apply to every response either way; ``max_inflight``
-    bounds the HTTP requests in progress (503 + Retry-After past it; None: no bound).
+    bounds the HTTP requests in progress and ``max_loop_lag_s`` how late the event loop may run before
+    new requests are refused (503 + Retry-After; None: no bound).
     """
     from kiln.security.access import AccessControl, AccessMiddleware
     from kiln.security.headers import SecurityHeadersMiddleware
@@ -98,15 +99,16 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
         from kiln.serve.static import PageFiles
 
         app.mount("/", PageFiles(directory=static_dir, html=True), name="web")
-    # Outermost last: request id → security headers → admission → body limit → access control →
+    # Outermost last: admission → request id → security headers → body limit → access control →
     # the infer endpoint (the hot path, answered without FastAPI's routing) → routes.
+    # Admission comes first so that a refusal costs as little as possible under overload.
     app.add_middleware(InferEndpoint, state=state)
     app.add_middleware(AccessMiddleware, access=access)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
-    if max_inflight is not None:
-        from kiln.serve.admission import AdmissionMiddleware
-
-        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware, log_requests=access_log)
+    if max_inflight is not None or max_loop_lag_s is not None:
+        from kiln.serve.admission import AdmissionMiddleware
+
+        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight or 1 << 30, max_lag_s=max_loop_lag_s)
     return app

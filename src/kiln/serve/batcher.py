@@ -11,8 +11,10 @@ The pieces, each testable without HTTP:
   run N batches concurrently), concatenates the requests' inputs, runs the engine, checks that it
   returned one output row per input row, and hands each request its slice of the outputs.
 - ``DynamicBatcher``: the asyncio face: ``submit`` enqueues and awaits the result with a
-  deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); a watchdog replaces an
-  instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.
+  deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); a request whose estimated wait
+  (queue depth × recent batch time) is already past its deadline is refused at once (503), and
+  one whose deadline passed while it waited is dropped before it is computed; a watchdog replaces
+  an instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.
 
 Results cross back to the event loop with one ``call_soon_threadsafe`` per batch, not per request.
 """
@@ -98,6 +100,7 @@ class Pending:
     arrival: float
     future: asyncio.Future[Tensors]
     loop: asyncio.AbstractEventLoop
+    deadline: float = float("inf")  # time.monotonic() past which nobody waits for the result
     started: float = 0.0  # monotonic: when its batch was taken by an instance
     finished: float = 0.0  # monotonic: when its batch's outputs were ready
     done: bool = False
@@ -120,10 +123,13 @@ class BatchPolicy:
 class BatchQueue:
     """Bounded priority queue that hands out batches under one lock (thread-safe)."""
 
-    def __init__(self, policy: BatchPolicy, observer: BatchObserver | None = None) -> None:
+    def __init__(self, policy: BatchPolicy, observer: BatchObserver | None = None, *, name: str = "queue") -> None:
         if policy.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.policy = policy
+        self.name = name
+        self.batch_s = 0.0  # recent time to run one batch (exponential average; 0 until one ran)
+        self.workers = 1  # instances taking batches from this queue
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self._count = 0
         self._closed = False
@@ -150,11 +156,28 @@ class BatchQueue:
                     hint="retry after a short pause or lower the request rate",
                     retry_after_s=1,
                 )
+            wait = self.estimated_wait()
+            if request.arrival + wait > request.deadline:
+                self._observer.rejected("queue_wait")
+                raise UnavailableError(
+                    f"the queue would not reach this request before its deadline (about {wait:.2g} s of work ahead, "
+                    f"{max(0.0, request.deadline - request.arrival):.2g} s left)",
+                    hint="retry after a short pause, lower the request rate or raise the timeout",
+                    retry_after_s=1,
+                )
             level = min(max(request.priority, 0), self.policy.priority_levels - 1)
             self._levels[level].append(request)
             self._count += 1
             self._cond.notify()
         self._observer.queued(1)
+
+    def record_batch_time(self, seconds: float) -> None:
+        self.batch_s = seconds if self.batch_s == 0.0 else 0.8 * self.batch_s + 0.2 * seconds
+
+    def estimated_wait(self) -> float:
+        """Seconds a request put now would wait: the batches ahead of it shared by the instances."""
+        batches = -(-(self._count + 1) // self.policy.max_batch_size)
+        return batches * self.batch_s / max(1, self.workers)
 
     def discard(self, request: Pending) -> bool:
         """Removes a request that no longer needs running (timed out, client gone)."""
@@ -332,23 +355,44 @@ class Instance:
 
     def _execute(self, batch: list[Pending]) -> None:
         started = time.monotonic()
+        expired = [r for r in batch if r.deadline <= started]
+        if expired:  # their callers have their 504 (or soon will): no engine time for them
+            for _ in expired:
+                self.observer.rejected("timeout")
+            _post([(r, _deadline_error(self.queue.name, r, "waiting in the queue")) for r in expired])
+            batch = [r for r in batch if r.deadline > started]
+            if not batch:
+                return
         queue_s = [started - r.arrival for r in batch]
         outcome, input_s, infer_s, output_s = run_batch(self.runner, batch)
         finished = time.monotonic()
         for r in batch:
             r.started, r.finished = started, finished
+        self.queue.record_batch_time(finished - started)
         if isinstance(outcome, BaseException):
             self.observer.batch_failed(len(batch), "engine_error")
             results: list[tuple[Pending, Tensors | BaseException]] = [(r, outcome) for r in batch]
         else:
             self.observer.batch_done(sum(r.items for r in batch), len(batch), queue_s, input_s, infer_s, output_s)
             results = list(zip(batch, outcome, strict=True))
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Tensors | BaseException]]] = {}
-        for request, result in results:
-            by_loop.setdefault(request.loop, []).append((request, result))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for these results
-                loop.call_soon_threadsafe(_deliver, items)
+        _post(results)
+
+
+def _post(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
+    """Hands results to their event loops: one callback per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Tensors | BaseException]]] = {}
+    for request, result in results:
+        by_loop.setdefault(request.loop, []).append((request, result))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for these results
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deadline_error(name: str, request: Pending, where: str) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"{name}: the request did not complete within {request.deadline - request.arrival:g} s ({where})",
+        hint="raise the timeout or lower the load",
+    )
 
 
 class DynamicBatcher:
@@ -369,8 +413,9 @@ class DynamicBatcher:
         self.name = name
         self.policy = policy
         self.observer = observer or NullObserver()
-        self.queue = BatchQueue(policy, self.observer)
+        self.queue = BatchQueue(policy, self.observer, name=name)
         self.instances = [Instance(name, runner, self.queue, self.observer) for runner in runners]
+        self.queue.workers = len(self.instances)
         self._runner_factory = runner_factory
         self._hang_after_s = hang_after_s
         self._watchdog: asyncio.Task[None] | None = None
@@ -384,10 +429,18 @@ class DynamicBatcher:
         return self
 
     async def submit(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float) -> Tensors:
-        """Runs ``items`` rows through the model with others; raises 503/504-type errors as documented."""
+        """Runs ``items`` rows through the model with others; raises 503/504-type errors as documented.
+
+        ``timeout_s`` is what is left of the request's time; at or below 0 it fails at once (504).
+        """
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if timeout_s <= 0:
+            self.observer.rejected("timeout")
+            raise DeadlineExceededError(f"{self.name}: the request's timeout passed before it reached the model",
+                                        hint="raise the timeout or lower the load")
         future: asyncio.Future[Tensors] = loop.create_future()
-        request = Pending(inputs, items, signature_of(inputs), priority, time.monotonic(), future, loop)
+        request = Pending(inputs, items, signature_of(inputs), priority, now, future, loop, deadline=now + timeout_s)
         self.queue.put(request)
         timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
         try:
@@ -431,6 +484,7 @@ class DynamicBatcher:
                 log.error("%s: instance %s busy for %.1f s; replacing it", self.name, instance.name, now - since)
                 instance.abandoned.set()
                 self.instances.remove(instance)
+                self.queue.workers = max(1, len(self.instances))
                 self.observer.instance_replaced()
                 if self._runner_factory is not None:
                     self._replacing += 1
@@ -443,6 +497,7 @@ class DynamicBatcher:
                         self._replacing -= 1
                     replacement = Instance(self.name, runner, self.queue, self.observer).start()
                     self.instances.append(replacement)
+                    self.queue.workers = len(self.instances)
 
     @property
     def healthy(self) -> bool:

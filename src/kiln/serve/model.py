@@ -246,8 +246,13 @@ class ServedModel:
     def public_shape(self, spec: TensorSpec) -> list[int]:
         return [-1, *spec.shape[1:]]
 
-    async def infer(self, inputs: dict[str, np.ndarray], *, priority: int = 0, timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        """Checks and runs one request through the batcher; records its outcome in the metrics."""
+    async def infer(self, inputs: dict[str, np.ndarray], *, priority: int = 0, timeout_s: float | None = None,
+                    arrived: float | None = None) -> dict[str, np.ndarray]:
+        """Checks and runs one request through the batcher; records its outcome in the metrics.
+
+        The timeout counts from ``arrived`` (``time.monotonic()`` when the server got the request) when
+        given, so time spent before the model (waiting for the CPU, reading the body) is part of it.
+        """
         if not self.ready or self.batcher is None:
             raise UnavailableError(f"model {self.name!r} version {self.version} is not ready ({self.state.value}{': ' + self.reason if self.reason else ''})")
         try:
@@ -258,6 +263,8 @@ class ServedModel:
                 self.metrics.failed("invalid_request")
             raise
         timeout = min(timeout_s, self.config.timeout_s) if timeout_s else self.config.timeout_s
+        if arrived is not None:
+            timeout -= time.monotonic() - arrived
         started = time.perf_counter()
         outputs = await self.batcher.submit(inputs, items, priority=priority, timeout_s=timeout)
         if self.metrics is not None:

@@ -184,9 +184,12 @@ async def infer_response(
     version: str | None,
     read: Callable[[int], Awaitable[bytes]],
     header_length: str | None,
+    *,
+    arrived: float | None = None,
 ) -> Response:
     """One infer request, from the body (``read(limit)``) to the response: shared by the FastAPI
-    route and the plain ASGI endpoint (``oip_http_infer``) so both answer alike."""
+    route and the plain ASGI endpoint (``oip_http_infer``) so both answer alike. ``arrived``
+    (``time.monotonic()``, set by the admission gate) is when the request's timeout starts."""
     state.check_accepting()
     model = state.repository.ready_model(name, version)
     body = await read(model.config.limits.max_request_bytes)
@@ -197,7 +200,7 @@ async def infer_response(
         if model.metrics is not None:
             model.metrics.failed("invalid_request")
         raise
-    outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s)
+    outputs = await model.infer(inputs, priority=int(options.priority), timeout_s=options.timeout_s, arrived=arrived)
     content, length = build_response(header, model, outputs)
     if length is None:
         return Response(content, media_type=JSON_TYPE)
@@ -287,7 +290,8 @@ def oip_router(state: ServerState) -> APIRouter:
 
     async def _infer(name: str, version: str | None, request: Request) -> Response:
         return await infer_response(
-            state, name, version, lambda limit: read_body(request, limit), request.headers.get(HEADER_LENGTH)
+            state, name, version, lambda limit: read_body(request, limit), request.headers.get(HEADER_LENGTH),
+            arrived=getattr(request.state, "arrived", None),
         )
 
     return router

@@ -88,7 +88,8 @@ class InferEndpoint:
         name, version = target
         try:
             response = await infer_response(
-                self.state, name, version, lambda limit: receive_body(receive, declared, encoding, limit), header_length
+                self.state, name, version, lambda limit: receive_body(receive, declared, encoding, limit), header_length,
+                arrived=scope.get("state", {}).get("arrived"),
             )
         except KilnError as exc:
             response = kiln_error_response(exc, scope["method"], scope["path"])

@@ -54,6 +54,8 @@ class ServeOptions:
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
     freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
     worker: int | None = None  # index under ``kiln serve --workers N`` (serve/workers.py): ports shared by SO_REUSEPORT
+    max_loop_lag_s: float | None = 0.05  # event-loop lateness past which new HTTP requests get 503 (None: never)
+    loop: str = "asyncio"  # event loop of the CLI entry point: asyncio | uvloop (see run())
 
 
 class JsonFormatter(logging.Formatter):
@@ -149,7 +151,7 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
 
         state.context.state["store"] = open_store(options.db)
     app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access,
-                     max_inflight=options.max_inflight)
+                     max_inflight=options.max_inflight, max_loop_lag_s=options.max_loop_lag_s)
     grpc_server = None
     if options.grpc_port is not None:
         from kiln.security.access import GrpcAccessInterceptor
@@ -209,10 +211,20 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
 
 
 def run(options: ServeOptions) -> None:
-    """Blocking entry point for the CLI: uvloop when installed, else asyncio's default loop."""
+    """Blocking entry point for the CLI: asyncio's default loop, or uvloop when asked for and installed.
+
+    asyncio's loop is the default because it accepts every pending connection when the listening
+    socket is readable; the libuv under uvloop 0.2x accepts one per loop iteration, so under load new
+    connections waited seconds in the kernel's accept queue (measured: the queue at its 2,048 limit
+    while the loop itself answered within 90 ms), before admission control could refuse them.
+    """
     configure_logging(options.log_level)
+    if options.loop not in ("asyncio", "uvloop"):
+        raise KilnError(f"--loop {options.loop!r} is not asyncio or uvloop")
     loop_factory = None
-    if importlib.util.find_spec("uvloop") is not None:
+    if options.loop == "uvloop":
+        if importlib.util.find_spec("uvloop") is None:
+            raise KilnError("--loop uvloop needs uvloop", hint="pip install uvloop")
         import uvloop
 
         loop_factory = uvloop.new_event_loop

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ class Sample:
     status: int  # 0: no answer (connection error, client timeout)
     latency_ms: float  # from the scheduled start (includes any lag of the load generator)
     service_ms: float  # from the moment the request was sent
+    reason: str = ""  # for refusals (429/503): the start of the server's error message, which names the limit
 
 
 @dataclass
@@ -71,6 +73,7 @@ class PhaseResult:
             "throughput_rps": round(len(self.samples) / self.duration_s, 2) if self.duration_s else 0.0,
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "errors": sum(v for k, v in statuses.items() if not 200 <= k < 300),
+            "refusal_reasons": dict(Counter(s.reason for s in self.samples if s.status in REJECTED).most_common(5)),
             "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
             "by_call": {name: {"requests": n, "p99_ms": _pct([s.latency_ms for s in self.samples if s.call == name and 200 <= s.status < 300], 99)}
                         for name, n in sorted(Counter(s.call for s in self.samples).items())},
@@ -153,6 +156,39 @@ async def discover(url: str, model: str | None, headers: dict[str, str], timeout
     return calls
 
 
+class _PoolWait(SimpleNamespace):
+    """aiohttp trace context: notes when a request that waited for a free pooled connection got one."""
+
+    def __init__(self, trace_request_ctx: dict[str, float] | None = None) -> None:
+        super().__init__(marks=trace_request_ctx if trace_request_ctx is not None else {})
+
+    @staticmethod
+    async def dequeued(session: Any, context: SimpleNamespace, params: Any) -> None:
+        context.marks["dequeued"] = time.perf_counter()
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("error", "")
+    except (ValueError, AttributeError):
+        return ""
+    return message if isinstance(message, str) else ""
+
+
+def _pool_size(wanted: int = 2048) -> int:
+    """Connections the load generator may open: ``wanted``, within the open-file limit (raised to its maximum)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 512
+    return max(64, min(wanted, soft - 128))
+
+
 class Driver:
     """Sends the mix over one aiohttp session and records every answer."""
 
@@ -168,8 +204,13 @@ class Driver:
     def _session(self) -> Any:
         import aiohttp
 
-        # idle connections are dropped before the server's keep-alive (5 s) closes them under the client
-        return aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=2.0),
+        # A large pool, so that a request seldom waits for a free connection (that wait is the client's, and
+        # ``one`` leaves it out of the service time); idle connections are dropped before the server's
+        # keep-alive (5 s) closes them under the client.
+        trace = aiohttp.TraceConfig(trace_config_ctx_factory=_PoolWait)
+        trace.on_connection_queued_end.append(_PoolWait.dequeued)
+        return aiohttp.ClientSession(headers=self.headers, trace_configs=[trace],
+                                     connector=aiohttp.TCPConnector(limit=_pool_size(), keepalive_timeout=2.0),
                                      timeout=aiohttp.ClientTimeout(total=self.client_timeout_s))
 
     async def fresh(self) -> None:
@@ -184,16 +225,22 @@ class Driver:
         import aiohttp
 
         status = 0
+        reason = ""
         sent = time.perf_counter()
+        pool: dict[str, float] = {}
         try:
             data = call.form() if call.form is not None else call.body
-            async with self.session.request(call.method, self.url + call.path, data=data, headers=call.headers) as response:
-                await response.read()
+            async with self.session.request(call.method, self.url + call.path, data=data, headers=call.headers,
+                                            trace_request_ctx=pool) as response:
+                body = await response.read()
                 status = response.status
+                if status in REJECTED:
+                    reason = _error_message(body)[:70]
         except (TimeoutError, aiohttp.ClientError):
             status = 0
         done = time.perf_counter()
-        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3))
+        sent = max(sent, pool.get("dequeued", sent))  # a wait for a free connection is the client's, not the server's
+        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3, reason))
 
     async def closed(self, concurrency: int, duration_s: float) -> PhaseResult:
         samples: list[Sample] = []
@@ -275,7 +322,8 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
             ok = len(phase.latencies())
             probes.append({"concurrency": level, "ok_rps": round(ok / phase.duration_s, 2), "errors": phase.summary()["errors"]})
             report(f"probe concurrency {level}: {ok / phase.duration_s:.1f} ok req/s, {probes[-1]['errors']} errors")
-        max_rps = max(p["ok_rps"] for p in probes)
+        # the best level the server handled without refusing (a level with refusals is past the maximum)
+        max_rps = max((p["ok_rps"] for p in probes if not p["errors"]), default=max(p["ok_rps"] for p in probes))
         if max_rps <= 0:
             raise KilnError("no request succeeded while probing the maximum throughput", hint="check the server and --key")
         result["probe_max_rps"] = max_rps
