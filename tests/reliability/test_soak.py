@@ -11,7 +11,7 @@ from .conftest import Server
 
 
 def test_short_soak_and_overload(server: Server) -> None:
-    settings = SoakSettings(url=server.url, duration_s=6, probe_s=1.5, overload_s=3, recovery_s=3, levels=(1, 4), pid=os.getpid(), calibration_steps=1)
+    settings = SoakSettings(url=server.url, duration_s=6, probe_s=1.5, calibration_s=1.5, overload_s=3, recovery_s=3, levels=(1, 4), pid=os.getpid(), calibration_steps=1)
     lines: list[str] = []
     result = asyncio.run(run_soak(settings, report=lines.append))
     assert result["max_throughput_rps"] > 0

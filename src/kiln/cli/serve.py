@@ -225,6 +225,7 @@ def bench_soak(
     key: Annotated[str | None, typer.Option(help="API key (admin scope: the mix reads the repository index)")] = None,
     pid: Annotated[int | None, typer.Option(help="server process id, to sample its resident memory")] = None,
     probe: Annotated[float, typer.Option(help="seconds per concurrency level when finding the maximum")] = 8.0,
+    calibrate: Annotated[float, typer.Option(help="seconds of each open-loop check of the sustained maximum")] = 30.0,
     overload: Annotated[float, typer.Option(help="seconds at 3x the maximum")] = 20.0,
     timeout_ms: Annotated[int, typer.Option(help="per-request timeout sent with inference requests")] = 2000,
     shape: Annotated[list[str] | None, typer.Option("--shape", help="input shape NAME=DxDx... for dynamic dimensions")] = None,
@@ -241,10 +242,11 @@ def bench_soak(
         raise KilnError("give either --url (a running server) or --repo (start one)")
     if not 0 < duration <= 24 * 3600:
         raise KilnError("--duration must be between 0 and 86400 seconds")
-    if probe <= 0 or overload <= 0 or timeout_ms <= 0:
-        raise KilnError("--probe, --overload and --timeout-ms must be positive")
+    if probe <= 0 or calibrate <= 0 or overload <= 0 or timeout_ms <= 0:
+        raise KilnError("--probe, --calibrate, --overload and --timeout-ms must be positive")
     with _server(repo, apps) if repo is not None else _nothing(url or "", pid) as (target, server_pid):
         settings = SoakSettings(url=target, duration_s=duration, model=model, key=key, pid=server_pid, probe_s=probe,
+                                calibration_s=calibrate,
                                 overload_s=overload, timeout_us=timeout_ms * 1000, shapes=_parse_shapes(shape or []) or None)
         result = asyncio.run(run_soak(settings, report=lambda line: console.print(line, highlight=False)))
     problems = verdict(result)
