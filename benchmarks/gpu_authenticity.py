@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from authenticity import free_port, make_case, multipart, prepare_checkpoint  # noqa: E402
+from readiness import wait_ready  # noqa: E402
 
 BRAND, MODEL = "aurelle", "celeste"
 BUCKETS = (6, 12, 24, 48)  # cases of 6 photos: 1, 2, 4, 8 per engine call
@@ -365,27 +365,6 @@ def start_server(args: argparse.Namespace, repo: Path, port: int, db_url: str, h
     )
 
 
-def wait_ready(port: int, server: subprocess.Popen[bytes], seconds: float, workers: int = 1) -> None:
-    """Ready answers on new connections until every worker (X-Kiln-Worker pid) has said so."""
-    deadline = time.monotonic() + seconds
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode} (see server_log_tail)")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    seen.add(response.headers.get("X-Kiln-Worker") or "")
-                    if len(seen) >= workers:
-                        return
-                    time.sleep(0.05)
-                    continue
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the server was not ready after {seconds:.0f} s")
-
-
 def post_case(port: int, body: bytes, content_type: str) -> tuple[dict[str, Any], dict[str, float], float]:
     from kiln.serve.timing import parse_server_timing
 
@@ -429,7 +408,7 @@ def measure_server(args: argparse.Namespace, repo: Path, home: Path, work: Path,
         started = time.perf_counter()
         server = start_server(args, repo, port, db_url, home, log, decode)
         try:
-            wait_ready(port, server, 600, args.workers)
+            wait_ready(f"http://127.0.0.1:{port}", 600, workers=args.workers, process=server)
             section["server_ready_s"] = round(time.perf_counter() - started, 1)
             # warm-up: first cases initialise nvJPEG, cuDNN and the allocator; keep the first response as a sample
             sample, timing, first_ms = post_case(port, body, content_type)

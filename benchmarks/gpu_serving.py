@@ -27,30 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from readiness import wait_ready  # benchmarks/ is on the path when this runs as a script
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, seconds: float, workers: int = 1) -> None:
-    """Ready answers on new connections until every worker (X-Kiln-Worker pid) has said so."""
-    deadline = time.monotonic() + seconds
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    seen.add(response.headers.get("X-Kiln-Worker") or "")
-                    if len(seen) >= workers:
-                        return
-                    time.sleep(0.05)
-                    continue
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"server at {url} not ready after {seconds}s")
 
 
 def _gpu_utilization(url: str) -> float | None:
@@ -154,7 +137,7 @@ def main() -> None:
     }
     try:
         start_wait = time.perf_counter()
-        _wait_ready(url, 600, args.workers)
+        wait_ready(url, 600, workers=args.workers)
         result["server_ready_seconds"] = round(time.perf_counter() - start_wait, 1)
         print(f"built in {build_seconds:.0f}s, server ready in {result['server_ready_seconds']}s", flush=True)
         single = []
