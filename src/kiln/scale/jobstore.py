@@ -50,15 +50,15 @@ def begin_attempt(store: Store, job_id: str, kind: str, callback_url: str | None
 
 def retry_later(store: Store, job_id: str, error: str, error_status: int) -> None:
     """Back to queued with the error of the attempt that failed (shown while it retries)."""
-    _update(store, job_id, "queued", error=error, error_status=error_status)
+    store.update_job(job_id, "queued", error=error, error_status=error_status)
 
 
 def finish(store: Store, job_id: str, *, case_id: str | None = None, error: str | None = None,
            error_status: int | None = None) -> None:
     if case_id is not None:
-        _update(store, job_id, "done", case_id=case_id, clear_error=True)
+        store.update_job(job_id, "done", case_id=case_id)
     else:
-        _update(store, job_id, "failed", error=error, error_status=error_status)
+        store.update_job(job_id, "failed", error=error, error_status=error_status)
 
 
 def webhook_outcome(store: Store, job_id: str, status: str, attempts: int) -> None:
@@ -69,20 +69,3 @@ def webhook_outcome(store: Store, job_id: str, status: str, attempts: int) -> No
         job.webhook_status = status
         job.webhook_attempts = attempts
 
-
-def _update(store: Store, job_id: str, status: str, *, case_id: str | None = None, error: str | None = None,
-            error_status: int | None = None, clear_error: bool = False) -> None:
-    with store.session() as session:
-        job = session.get(JobRecord, job_id)
-        if job is None:
-            raise NotFoundError(f"job {job_id!r} not found")
-        job.status = status
-        job.updated_at = utcnow()
-        if case_id is not None:
-            job.case_id = case_id
-        if clear_error:
-            job.error = None
-            job.error_status = None
-        elif error is not None:
-            job.error = error
-            job.error_status = error_status

@@ -260,7 +260,10 @@ class Store:
                 job.attempts += 1
             if case_id is not None:
                 job.case_id = case_id
-            if error is not None:
+            if status == "done":  # a finished job shows no error from an earlier, retried attempt
+                job.error = None
+                job.error_status = None
+            elif error is not None:
                 job.error = error
                 job.error_status = error_status
             return job
