@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,20 +10,13 @@ from kiln.engine.gpu_images import decode_batch, preprocess_batch
 from kiln.engine.images import decode_image, preprocess
 from kiln.engine.spec import Preprocessing
 from kiln.errors import KilnError, PayloadTooLargeError
+from tests.photos import encode
 
 
 def _photo(width: int, height: int, fmt: str = "JPEG", orientation: int | None = None) -> bytes:
     y, x = np.mgrid[0:height, 0:width]
     pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1).astype(np.uint8)
-    image = Image.fromarray(pixels)
-    buffer = io.BytesIO()
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        image.save(buffer, format=fmt, quality=95, exif=exif)
-    else:
-        image.save(buffer, format=fmt, quality=95)
-    return buffer.getvalue()
+    return encode(Image.fromarray(pixels), fmt, orientation=orientation, quality=95)
 
 
 @pytest.mark.parametrize("input_format", ["float32", "uint8"])

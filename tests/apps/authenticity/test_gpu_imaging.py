@@ -17,6 +17,7 @@ from kiln.apps.authenticity.pipeline import choose_decode_device
 from kiln.apps.authenticity.quality import measure
 from kiln.engine.gpu_images import draft_factor
 from kiln.errors import KilnError
+from tests.photos import encode
 
 from .test_api import _case_files, _form, _jpeg
 
@@ -30,15 +31,7 @@ def _photo(width: int, height: int, *, mode: str = "RGB", fmt: str = "JPEG", ori
     base = Image.fromarray(rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8))
     array = np.asarray(base.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
     array = np.clip(array + rng.integers(-20, 20, array.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(array).convert(mode)
-    buffer = io.BytesIO()
-    save: dict[str, Any] = {"quality": 90} if fmt == "JPEG" else {}
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        save["exif"] = exif.tobytes()
-    image.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
+    return encode(Image.fromarray(array).convert(mode), fmt, orientation=orientation)
 
 
 def test_quality_metrics_match_the_cpu_path() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from kiln.apps.packaging.brief import BriefIn
 from kiln.apps.packaging.pipeline import PackagingService, reference_decode_device
 from kiln.apps.packaging.references import decode_reference
 from kiln.errors import KilnError
+from tests.photos import encode
 
 pytest.importorskip("torchvision")
 
@@ -24,15 +23,7 @@ pytest.importorskip("torchvision")
 def _jpeg(width: int, height: int, *, mode: str = "RGB", orientation: int | None = None, fmt: str = "JPEG") -> bytes:
     rng = np.random.default_rng(width + height)
     base = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
-    image = base.convert(mode)
-    buffer = io.BytesIO()
-    save: dict[str, Any] = {"quality": 90} if fmt == "JPEG" else {}
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        save["exif"] = exif.tobytes()
-    image.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
+    return encode(base.convert(mode), fmt, orientation=orientation)
 
 
 @pytest.mark.parametrize(("width", "height", "orientation"), [(4000, 3000, None), (1200, 1800, None), (2000, 1000, 6), (300, 200, None)])
