@@ -8,6 +8,7 @@ which one is missing and how to start it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -151,3 +152,30 @@ def case_form(case: Any) -> dict[str, Any]:
                   for _, path in case.photos],
         "data": {"views": [view for view, _ in case.photos], "brand": case.brand, "model": case.model},
     }
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver(failures: int = 0) -> AsyncIterator[tuple[str, list[tuple[bytes, str]]]]:
+    """A local webhook endpoint: its URL and every (body, signature) it received; the first
+    ``failures`` deliveries are answered 503."""
+    from aiohttp import web
+
+    from kiln.scale.webhooks import SIGNATURE_HEADER
+
+    received: list[tuple[bytes, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+        return web.Response(status=503 if len(received) <= failures else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        await runner.cleanup()

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.scale.conftest import case_form, wait_for
+from tests.scale.conftest import case_form, wait_for, webhook_receiver
 
 
 async def test_embedded_async_job_posts_a_signed_webhook(engine_dir: Path, synth_data: Path, tmp_path: Path) -> None:
     import httpx
-    from aiohttp import web
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -20,22 +19,8 @@ async def test_embedded_async_job_posts_a_signed_webhook(engine_dir: Path, synth
     from kiln.config import Settings
     from kiln.errors import KilnError
     from kiln.scale.bulk import read_catalogue
-    from kiln.scale.webhooks import SIGNATURE_HEADER, verify_signature
+    from kiln.scale.webhooks import verify_signature
     from kiln.serve.context import AppContext, DirectInference
-
-    received: list[tuple[bytes, str]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
-        return web.Response(status=200)
-
-    receiver = web.Application()
-    receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     app = FastAPI()
 
@@ -49,9 +34,9 @@ async def test_embedded_async_job_posts_a_signed_webhook(engine_dir: Path, synth
     app.include_router(plugin.router(ctx))
     await plugin.startup(ctx)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with webhook_receiver() as (url, received), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             form: dict[str, Any] = case_form(read_catalogue(synth_data)[0])
-            form["data"]["callback_url"] = f"http://127.0.0.1:{port}/hook"
+            form["data"]["callback_url"] = url
             response = await client.post("/v1/authenticate?mode=async", **form)
             assert response.status_code == 202, response.text
             job_id = response.json()["job_id"]
@@ -62,10 +47,9 @@ async def test_embedded_async_job_posts_a_signed_webhook(engine_dir: Path, synth
                 return job.webhook_status == "delivered"
 
             await wait_for(recorded, 60, "webhook recorded")
-        body, signature = received[0]
+            body, signature = received[0]
         assert verify_signature("embedded", body, signature)
         payload = json.loads(body)
         assert payload["job_id"] == job_id and payload["status"] == "done" and payload["result"]["case_id"] == job_id
     finally:
         await plugin.shutdown(ctx)
-        await runner.cleanup()

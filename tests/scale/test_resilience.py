@@ -22,6 +22,7 @@ from tests.scale.conftest import (
     start_gateway,
     stop_gateway,
     wait_for,
+    webhook_receiver,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_scope="module")]
@@ -193,27 +194,12 @@ async def test_client_error_fails_the_job_once_without_retries(gateway: Gateway,
 
 
 async def test_webhook_is_signed_and_retried_until_delivered(gateway: Gateway, catalogue: list[Any]) -> None:
-    from aiohttp import web
-
-    from kiln.scale.webhooks import SIGNATURE_HEADER, verify_signature
+    from kiln.scale.webhooks import verify_signature
     from kiln.serve.store.models import JobRecord
 
-    received: list[tuple[bytes, str]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
-        return web.Response(status=503 if len(received) == 1 else 200)  # the first try fails
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with webhook_receiver(failures=1) as (url, received):  # the first try fails
         form = case_form(catalogue[4])
-        form["data"]["callback_url"] = f"http://127.0.0.1:{port}/hook"
+        form["data"]["callback_url"] = url
         response = await gateway.client.post("/v1/authenticate?mode=async", **form)
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
@@ -237,8 +223,6 @@ async def test_webhook_is_signed_and_retried_until_delivered(gateway: Gateway, c
 
         payload = json.loads(body)
         assert payload["job_id"] == job_id and payload["status"] == "done" and payload["case_id"] == job_id
-    finally:
-        await runner.cleanup()
 
 
 async def test_callback_needs_async_mode_and_an_http_url(gateway: Gateway, catalogue: list[Any]) -> None:
