@@ -15,6 +15,16 @@ access_log = logging.getLogger("kiln.access")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
 
+def request_id_of(scope: Scope) -> bytes:
+    """The client's ``X-Request-Id`` when it is well-formed, else a new one (32 hex digits)."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            if _VALID_ID.fullmatch(value):
+                return value
+            break
+    return os.urandom(16).hex().encode()  # like uuid4().hex, cheaper
+
+
 class RequestIdMiddleware:
     """Gives every HTTP request an id (the client's ``X-Request-ID`` when well formed) and logs it.
 
@@ -29,13 +39,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value if _VALID_ID.fullmatch(value) else b""
-                break
-        if not request_id:
-            request_id = os.urandom(16).hex().encode()  # 32 hex digits, like uuid4().hex, cheaper
+        request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         started = time.perf_counter()
         status = 500

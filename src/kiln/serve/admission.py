@@ -23,11 +23,11 @@ import asyncio
 import json
 import random
 import time
-import uuid
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiln.security.headers import CSP, STATIC_HEADERS
+from kiln.serve.access_log import request_id_of
 
 _ALWAYS = ("/v2/health/", "/metrics")
 
@@ -105,7 +105,7 @@ class AdmissionMiddleware:
         if reason is not None:
             self.rejected[reason] += 1
             headers, body = self._answers[reason]
-            await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"x-request-id", uuid.uuid4().hex.encode())]})
+            await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"x-request-id", request_id_of(scope))]})
             await send({"type": "http.response.body", "body": body})
             return
         scope.setdefault("state", {})["arrived"] = time.monotonic()
