@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.serve import oip
@@ -57,17 +59,34 @@ def check_declared_body(declared: str | None, encoding: str | None, limit: int) 
         raise KilnError(f"Content-Encoding {encoding!r} is not supported", hint="send the body uncompressed", status=415)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    check_declared_body(request.headers.get("content-length"), request.headers.get("content-encoding"), limit)
+async def receive_body(receive: Receive, declared: str | None, encoding: str | None, limit: int) -> bytes:
+    """The request body from ASGI messages, refused with 413 once it is known to exceed ``limit``."""
+    check_declared_body(declared, encoding, limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    return await receive_body(request.receive, request.headers.get("content-length"),
+                              request.headers.get("content-encoding"), limit)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

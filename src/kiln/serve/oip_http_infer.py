@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kiln.errors import KilnError, PayloadTooLargeError
+from kiln.errors import KilnError
 from kiln.serve.http_errors import kiln_error_response
-from kiln.serve.oip_http import HEADER_LENGTH, check_declared_body, infer_response
+from kiln.serve.oip_http import HEADER_LENGTH, infer_response, receive_body
 
 if TYPE_CHECKING:
     from kiln.serve.state import ServerState
@@ -37,30 +36,6 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
         return parts[3], parts[5]
     return None
-
-
-async def receive_body(receive: Receive, declared: str | None, encoding: str | None, limit: int) -> bytes:
-    """The request body from ASGI messages, refused with 413 once it is known to exceed ``limit``."""
-    check_declared_body(declared, encoding, limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif kind == "http.disconnect":
-            raise ClientDisconnect()
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
 
 
 class InferEndpoint:
