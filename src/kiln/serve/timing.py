@@ -40,7 +40,12 @@ class StageTimings:
 
     def header(self) -> str:
         """The ``Server-Timing`` header value (durations in milliseconds)."""
-        return ", ".join(f"{stage};dur={ms}" for stage, ms in self.milliseconds().items())
+        return server_timing(self.milliseconds())
+
+
+def server_timing(milliseconds: dict[str, float]) -> str:
+    """{stage: milliseconds} → a ``Server-Timing`` header value."""
+    return ", ".join(f"{stage};dur={ms}" for stage, ms in milliseconds.items())
 
 
 def start_timings() -> StageTimings:

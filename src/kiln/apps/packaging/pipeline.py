@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from kiln.apps.packaging.styles import ROLES, StyleFit, rank_styles, rationale, 
 from kiln.apps.packaging.stylescore import image_features
 from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.context import InferenceClient
+from kiln.serve.timing import StageTimings
 
 _CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff]")
 ASSETS: dict[str, str] = {
@@ -196,34 +196,26 @@ class PackagingService:
         """The response body and timings (ms) per stage."""
         if self.style_embeddings is None:
             raise UnavailableError("the packaging app is still starting (embedding the style taxonomy)", retry_after_s=2)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[name] = round((now - clock) * 1e3, 2)
-            clock = now
-
-        prepared = await asyncio.to_thread(self._prepare, brief) if brief.reference_images else _Prepared(brief, [], [])
-        lap("images")
-        segmentation = default_lexicon().segment(brief.text_for_lexicon())
-        text = encoder_text(brief, segmentation.matches)
-        brief_vector = await self._embed_brief(text)
-        similarities = self.style_embeddings @ brief_vector
-        lap("encoder")
-        image_scores = None
-        if prepared.images:
-            features = np.stack([image_features(im) for im in prepared.images])
-            probabilities = (await self.inference.infer(SCORER_MODEL, {"features": features}))["probabilities"]
-            image_scores = np.asarray(probabilities, dtype=np.float64).mean(0)
-        lap("style_score")
-        fits = rank_styles(segmentation.matches, similarities, image_scores)[: brief.count]
-        key = _result_key(brief, prepared.digests)
-        response, directions = await asyncio.to_thread(
-            self._directions, prepared, fits, segmentation.matches, image_scores, key, base_url
-        )
-        lap("directions")
+        timings = StageTimings()
+        with timings.measure("images"):
+            prepared = await asyncio.to_thread(self._prepare, brief) if brief.reference_images else _Prepared(brief, [], [])
+        with timings.measure("encoder"):
+            segmentation = default_lexicon().segment(brief.text_for_lexicon())
+            text = encoder_text(brief, segmentation.matches)
+            brief_vector = await self._embed_brief(text)
+            similarities = self.style_embeddings @ brief_vector
+        with timings.measure("style_score"):
+            image_scores = None
+            if prepared.images:
+                features = np.stack([image_features(im) for im in prepared.images])
+                probabilities = (await self.inference.infer(SCORER_MODEL, {"features": features}))["probabilities"]
+                image_scores = np.asarray(probabilities, dtype=np.float64).mean(0)
+        with timings.measure("directions"):
+            fits = rank_styles(segmentation.matches, similarities, image_scores)[: brief.count]
+            key = _result_key(brief, prepared.digests)
+            response, directions = await asyncio.to_thread(
+                self._directions, prepared, fits, segmentation.matches, image_scores, key, base_url
+            )
         response["brief"] = {
             "terms": [{"term": m.surface, "english": m.concept.english, "kind": m.concept.kind} for m in segmentation.matches],
             "unrecognised": segmentation.unknown,
@@ -231,7 +223,7 @@ class PackagingService:
             "colour_intent": _intent_dict(colour_intent(segmentation.matches)),
         }
         self.results.put(key, StoredResult(response, directions))
-        return response, timings
+        return response, timings.milliseconds()
 
     def _directions(
         self,

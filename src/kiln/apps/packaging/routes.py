@@ -24,6 +24,7 @@ from kiln.apps.packaging.references import MAX_BYTES
 from kiln.apps.packaging.styles import taxonomy
 from kiln.errors import KilnError, NotFoundError, PayloadTooLargeError
 from kiln.serve.context import AppContext
+from kiln.serve.timing import server_timing
 
 PREFIX = "/v1/packaging"
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -46,7 +47,7 @@ def packaging_router(service: PackagingService) -> APIRouter:
     async def recommend(brief: BriefIn, response: Response) -> dict[str, Any]:
         """Design directions for a packaging brief."""
         body, timings = await service.recommend(brief, base_url=PREFIX)
-        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in timings.items())
+        response.headers["Server-Timing"] = server_timing(timings)
         return body
 
     @router.post("/images")
