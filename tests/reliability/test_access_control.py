@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,6 +144,36 @@ def test_signed_report_links_open_without_a_key_until_they_expire(secured: tuple
         response = client.get(expired)
         assert response.status_code == 403 and "expired" in response.json()["error"]
         assert client.get(links["report_url"].replace("report.html", "images/0")).status_code == 401  # only reports
+
+
+def test_pdf_certificate_links_to_a_permanent_public_verification_page(secured: tuple[Server, Keys]) -> None:
+    server, keys = secured
+    alice = _auth(keys.tokens["alice"])
+    with server.client() as client:
+        case_id = _case(client, keys.tokens["alice"])
+        case = client.get(f"/v1/cases/{case_id}", headers=alice).json()
+        assert client.get(f"/v1/cases/{case_id}/certificate").status_code == 401
+        pdf = client.get(f"/v1/cases/{case_id}/report.pdf", headers=alice).content
+        links = [m.decode("latin-1") for m in re.findall(rb"/URI \((.*?)\)", pdf)]
+        assert len(links) == 1 and f"/v1/cases/{case_id}/certificate?sig=" in links[0] and "expires" not in links[0]
+        page = client.get(links[0])  # whoever holds the PDF, without a key
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert case_id in page.text and case["verdict"].upper() in page.text
+        assert all(image["sha256"] in page.text for image in case["images"])
+        assert "data:image" not in page.text and "/images/" not in page.text  # hashes, never the photos
+        document = client.get(links[0] + "&format=json").json()
+        assert document["verdict"] == case["verdict"] and document["case_id"] == case_id
+        assert [p["sha256"] for p in document["photos"]] == [i["sha256"] for i in case["images"]]
+        assert client.get(f"/v1/cases/{case_id}/certificate?format=pdf", headers=alice).status_code == 422
+        shared = client.post(f"/v1/cases/{case_id}/share", headers=alice).json()
+        assert shared["certificate_url"].endswith(links[0].split("/v1/", 1)[1])
+        sig = links[0].split("sig=", 1)[1]
+        assert client.get(links[0].replace("sig=", "sig=A")).status_code == 403
+        assert client.get(f"/v1/cases/{case_id}/report.html?sig={sig}").status_code == 403  # the path is signed
+        other = _case(client, keys.tokens["bob"])
+        assert client.get(links[0].replace(case_id, other)).status_code == 403
+        as_expiring = f"/v1/cases/{case_id}/certificate?expires={int(time.time()) + 3600}&sig={sig}"
+        assert client.get(as_expiring).status_code == 403  # a permanent signature is not an expiring one
 
 
 def test_rate_limit_answers_429_with_retry_after(secured: tuple[Server, Keys]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -112,3 +113,19 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert json.loads(runner.invoke(app, ["keys", "list", "--db", db, "--json"]).stdout) == []
     bad = runner.invoke(app, ["keys", "create", "x", "--scopes", "root", "--db", db])
     assert bad.exit_code != 0
+
+
+def test_permanent_signed_links_cover_the_path_and_never_pass_as_expiring(tmp_path: Path) -> None:
+    signer = UrlSigner.from_home(tmp_path)
+    path = "/v1/cases/abc/certificate"
+    link = signer.sign_permanent(path)
+    assert link.startswith(path + "?sig=") and "expires" not in link
+    sig = parse_qs(urlsplit(link).query)["sig"][0]
+    assert signer.verify_permanent(path, sig) is None
+    assert "signature" in (signer.verify_permanent(path.replace("abc", "abd"), sig) or "")
+    assert "signature" in (UrlSigner(b"another secret value!").verify_permanent(path, sig) or "")
+    # an expiring signature of the same path is not a permanent one, nor the other way round
+    expiring, expires = signer.sign(path, 3600)
+    expiring_sig = parse_qs(urlsplit(expiring).query)["sig"][0]
+    assert signer.verify_permanent(path, expiring_sig) is not None
+    assert signer.verify(path, str(expires), sig) is not None

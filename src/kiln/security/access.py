@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Paths a signed link may open without a key: a case's reports (they embed their photos).
-SHAREABLE_SUFFIXES = ("/report.html", "/report.pdf")
+# Paths a signed link may open without a key: a case's reports (they embed their photos) and its
+# certificate page (verdict and photo hashes, no photos). Only the certificate takes a permanent
+# signature: it is what the PDF certificate prints, and a certificate must stay verifiable.
+SHAREABLE_SUFFIXES = ("/report.html", "/report.pdf", "/certificate")
+PERMANENT_SUFFIXES = ("/certificate",)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,10 @@ class AccessControl:
         params = parse_qs(query)
         if "sig" not in params:
             return None
-        problem = self.url_signer().verify(path, params.get("expires", [""])[0], params["sig"][0])
+        if "expires" not in params and path.endswith(PERMANENT_SUFFIXES):
+            problem = self.url_signer().verify_permanent(path, params["sig"][0])
+        else:
+            problem = self.url_signer().verify(path, params.get("expires", [""])[0], params["sig"][0])
         if problem is not None:
             return Denied(403, problem)
         return Principal(None, None, signed_link=True)

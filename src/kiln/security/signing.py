@@ -1,7 +1,9 @@
 """Signed, expiring URLs: a buyer opens a case's report without an API key, until it expires.
 
 ``sign(path, expires_at)`` → ``path?expires=<unix>&sig=<hmac>``; the HMAC-SHA256 covers the path and
-the expiry, so neither can be changed. The secret is ``KILN_SECRET_KEY`` (set the same value on every
+the expiry, so neither can be changed. ``sign_permanent(path)`` → ``path?sig=<hmac>`` for links that must
+outlive any expiry (the verification link printed on a PDF certificate); its HMAC covers the path and a
+marker that no expiry can take, so a permanent signature never passes as an expiring one or back. The secret is ``KILN_SECRET_KEY`` (set the same value on every
 replica), else a random one kept in ``KILN_HOME/secret.key`` (mode 0600), made on first use.
 """
 
@@ -59,6 +61,20 @@ class UrlSigner:
             raise KilnError(f"a link may live between 1 second and {MAX_TTL_S // 86400} days, not {ttl_s} s")
         expires = int((now if now is not None else time.time()) + ttl_s)
         return f"{path}?{urlencode({'expires': expires, 'sig': self._mac(path, expires)})}", expires
+
+    def sign_permanent(self, path: str) -> str:
+        """The signed URL (path and query) of a link that does not expire."""
+        return f"{path}?{urlencode({'sig': self._mac_permanent(path)})}"
+
+    def verify_permanent(self, path: str, sig: str) -> str | None:
+        """None when ``sig`` is the permanent signature of ``path``, else why not."""
+        if not hmac.compare_digest(self._mac_permanent(path), sig):
+            return "the link's signature does not match"
+        return None
+
+    def _mac_permanent(self, path: str) -> str:
+        digest = hmac.new(self._secret, f"{path}\npermanent".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def verify(self, path: str, expires: str, sig: str, *, now: float | None = None) -> str | None:
         """None when valid, else why not."""

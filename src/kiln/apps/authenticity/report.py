@@ -27,7 +27,7 @@ class ReportPhoto:
 
 
 @lru_cache(maxsize=1)
-def _environment() -> Any:
+def template_environment() -> Any:
     import jinja2
 
     return jinja2.Environment(
@@ -55,7 +55,7 @@ def render_html(case: CaseResponse, photos: list[ReportPhoto], reference_preview
             for r in case.references if r.photo_index == image.index and r.reference_id in reference_previews
         ]
         images.append({**image.model_dump(), "overlay": base64.b64encode(overlay).decode(), "references": refs})
-    return str(_environment().get_template("report.html.j2").render(
+    return str(template_environment().get_template("report.html.j2").render(
         case=case, images=images, created=case.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
     ))
 
@@ -70,7 +70,7 @@ def _font_path(bold: bool = False) -> str:
     return str(font_dir() / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"))
 
 
-_TITLES = {
+TITLES = {
     "authentic": "Certificate of authenticity",
     "counterfeit": "Authentication finding: counterfeit",
     "inconclusive": "Authentication result: inconclusive",
@@ -85,14 +85,14 @@ def render_pdf(case: CaseResponse, photos: list[ReportPhoto], verify_url: str) -
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_font("DejaVu", "", _font_path())
     pdf.add_font("DejaVu", "B", _font_path(bold=True))
-    pdf.set_title(f"{_TITLES[case.verdict]} {case.case_id}")
+    pdf.set_title(f"{TITLES[case.verdict]} {case.case_id}")
     pdf.set_creator("kiln")
     pdf.set_subject(f"case {case.case_id}; verdict {case.verdict}; issued {case.created_at.isoformat()}")
     # Machine-readable in the document information: the SHA-256 of every photo, in order.
     pdf.set_keywords(" ".join(f"sha256:{image.sha256}" for image in case.images))
     pdf.add_page()
     pdf.set_font("DejaVu", "B", 18)
-    pdf.cell(0, 12, _TITLES[case.verdict], new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 12, TITLES[case.verdict], new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10)
     colour = {"authentic": (26, 127, 55), "counterfeit": (180, 35, 24), "inconclusive": (154, 103, 0)}[case.verdict]
     pdf.set_text_color(*colour)
@@ -148,6 +148,9 @@ def render_pdf(case: CaseResponse, photos: list[ReportPhoto], verify_url: str) -
         pdf.set_y(max(pdf.get_y(), top + 26))
     pdf.ln(2)
     pdf.set_font("DejaVu", "", 8)
-    pdf.multi_cell(0, 4.5, f"Verify this document and see the photos at {verify_url}. A photo whose SHA-256 differs "
-                           "from the value above is not the photo that was analysed.", new_x="LMARGIN", new_y="NEXT")
+    top = pdf.get_y()
+    pdf.multi_cell(0, 4.5, f"Verify this certificate at {verify_url} (no key needed): the issuer's page lists the "
+                           "verdict, date and the SHA-256 of every photo. A photo whose SHA-256 differs from the value "
+                           "above is not the photo that was analysed.", new_x="LMARGIN", new_y="NEXT")
+    pdf.link(pdf.l_margin, top, pdf.epw, pdf.get_y() - top, verify_url)  # the paragraph opens the page
     return bytes(pdf.output())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -213,7 +213,23 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         html, expires = signer.sign(f"{API}/cases/{case_id}/report.html", expires_in)
         pdf, _ = signer.sign(f"{API}/cases/{case_id}/report.pdf", expires_in)
         return {"case_id": case_id, "report_url": base + html, "pdf_url": base + pdf,
-                "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()}
+                "expires_at": datetime.fromtimestamp(expires, UTC).isoformat(),
+                "certificate_url": base + signer.sign_permanent(f"{API}/cases/{case_id}/certificate")}
+
+    @router.get("/cases/{case_id}/certificate", response_class=HTMLResponse,
+                summary="Public verification page of the PDF certificate: verdict, date and photo hashes, no photos",
+                responses={200: {"content": {"text/html": {}, "application/json": {}}}})
+    async def certificate(
+        case_id: str, request: Request,
+        format: Annotated[Literal["html", "json"], Query(description="html (default) or json")] = "html",
+    ) -> Response:
+        from kiln.apps.authenticity.certificate import certificate_document, render_certificate
+
+        await visible(case_id, request)
+        case = await service.get_case(case_id)
+        if format == "json":
+            return JSONResponse(certificate_document(case))
+        return HTMLResponse(await asyncio.to_thread(render_certificate, case))
 
     async def _report_inputs(case_id: str) -> tuple[CaseResponse, list[ReportPhoto]]:
         case = await service.get_case(case_id)
@@ -244,7 +260,9 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         cached = await asyncio.to_thread(store.get_report, case_id, "pdf")
         if cached is None:
             case, photos = await _report_inputs(case_id)
-            verify = str(request.url_for("report_html", case_id=case_id))
+            # the printed link must work for whoever holds the PDF, for as long as the certificate stands
+            base = str(request.base_url).rstrip("/")
+            verify = base + url_signer(request).sign_permanent(f"{API}/cases/{case_id}/certificate")
             cached = await asyncio.to_thread(render_pdf, case, photos, verify)
             await asyncio.to_thread(store.set_report, case_id, "pdf", cached)
         return Response(bytes(cached) if not isinstance(cached, str) else cached.encode(), media_type="application/pdf",
