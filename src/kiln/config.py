@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home")
     broker: str | None = Field(default=None, description="amqp:// URL; default in-process queue")
     webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key that signs job webhooks")
+    webhook_takeover_s: float | None = Field(
+        default=None, ge=1, le=86400,
+        description="seconds a finished job's webhook may go without a delivery attempt before another process "
+                    "takes it over (default: the sender's lease, 80 s)")
     log_level: str = "info"
     secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "

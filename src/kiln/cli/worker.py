@@ -19,6 +19,10 @@ def worker(
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="attempts before a job goes to the dead-letter queue")] = 3,
     queue_prefix: Annotated[str, typer.Option("--queue-prefix", help="name prefix of the broker queues")] = "kiln",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    webhook_takeover_s: Annotated[float | None, typer.Option(
+        "--webhook-takeover-s", envvar="KILN_WEBHOOK_TAKEOVER_S",
+        help="seconds a finished job's webhook may go without a delivery attempt before this worker takes it over "
+             "(default: twice the longest attempt plus pause, 80 s)")] = None,
 ) -> None:
     """Consume authentication cases from the broker, run them on the engine, store them in the database."""
     import asyncio
@@ -35,9 +39,12 @@ def worker(
         raise KilnError(f"--prefetch {prefetch} is not between 1 and 1024")
     if max_attempts < 1:
         raise KilnError("--max-attempts must be at least 1")
+    if webhook_takeover_s is not None and not 1 <= webhook_takeover_s <= 86400:
+        raise KilnError(f"--webhook-takeover-s {webhook_takeover_s} is not between 1 and 86400 seconds")
     configure_logging(log_level)
     options = WorkerOptions(broker_url=broker, db_url=db, repo=repo, model_name=model, queue_prefix=queue_prefix,
-                            prefetch=prefetch, max_attempts=max_attempts, webhook_secret=get_settings().webhook_secret)
+                            prefetch=prefetch, max_attempts=max_attempts, webhook_secret=get_settings().webhook_secret,
+                            webhook_takeover_s=webhook_takeover_s)
     asyncio.run(run_worker(options))
 
 

@@ -8,6 +8,7 @@ after N attempts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from kiln.errors import NotFoundError
@@ -59,6 +60,67 @@ def finish(store: Store, job_id: str, *, case_id: str | None = None, error: str 
         store.update_job(job_id, "done", case_id=case_id)
     else:
         store.update_job(job_id, "failed", error=error, error_status=error_status)
+
+
+def webhook_attempt(store: Store, job_id: str, attempt: int) -> None:
+    """A delivery is under way (its heartbeat): ``sending``, the attempt count, and now."""
+    with store.session() as session:
+        job = session.get(JobRecord, job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id!r} not found")
+        job.webhook_status = "sending"
+        job.webhook_attempts = attempt
+        job.updated_at = utcnow()
+
+
+@dataclass(frozen=True)
+class PendingWebhook:
+    """A finished job whose webhook nobody is delivering (its process died before it was done)."""
+
+    job_id: str
+    status: str  # done | failed
+    callback_url: str
+    case_id: str | None
+    error: str | None
+    error_status: int | None
+    attempts_made: int
+
+
+def claim_stale_webhooks(store: Store, stale_after_s: float, limit: int = 32) -> list[PendingWebhook]:
+    """Takes over webhooks of finished jobs that are ``pending`` or ``sending`` with no sign of life
+    for ``stale_after_s``. Each row is claimed by a compare-and-set on (status, updated_at), so of
+    several processes sweeping at once exactly one gets a given webhook, on SQLite and PostgreSQL alike."""
+    from sqlalchemy import select
+
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    with store.session() as session:
+        rows = session.execute(
+            select(JobRecord.id, JobRecord.webhook_status, JobRecord.updated_at)
+            .where(JobRecord.status.in_(("done", "failed")), JobRecord.callback_url.is_not(None),
+                   JobRecord.webhook_status.in_(("pending", "sending")), JobRecord.updated_at < cutoff)
+            .order_by(JobRecord.updated_at).limit(limit)
+        ).all()
+    claimed: list[PendingWebhook] = []
+    for job_id, webhook_status, updated_at in rows:
+        if _compare_and_claim(store, job_id, webhook_status, updated_at):
+            with store.session() as session:
+                job = session.get(JobRecord, job_id)
+                if job is not None and job.callback_url:
+                    claimed.append(PendingWebhook(job.id, job.status, job.callback_url, job.case_id, job.error,
+                                                  job.error_status, job.webhook_attempts or 0))
+    return claimed
+
+
+def _compare_and_claim(store: Store, job_id: str, webhook_status: str | None, updated_at: datetime) -> bool:
+    from sqlalchemy import update
+
+    with store.session() as session:
+        result = session.execute(
+            update(JobRecord)
+            .where(JobRecord.id == job_id, JobRecord.webhook_status == webhook_status, JobRecord.updated_at == updated_at)
+            .values(webhook_status="sending", updated_at=utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)  # a CursorResult for an UPDATE
 
 
 def webhook_outcome(store: Store, job_id: str, status: str, attempts: int) -> None:

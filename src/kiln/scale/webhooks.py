@@ -63,14 +63,23 @@ class RetryPolicy:
         return float(min(self.max_delay_s, self.first_delay_s * 2 ** (attempt - 1)))
 
 
+    def lease_s(self) -> float:
+        """How long a delivery in progress may go without a sign of life (one attempt and the pause
+        after it, twice over) before another process may take it over (``webhook_recovery``)."""
+        return 2 * (self.timeout_s + self.max_delay_s)
+
+
 class WebhookSender:
-    """Delivers webhooks in background tasks; ``on_outcome(job_id, status, attempts)`` records the result."""
+    """Delivers webhooks in background tasks; ``on_outcome(job_id, status, attempts)`` records the result,
+    ``on_attempt(job_id, attempt)`` is called before each attempt (a heartbeat for ``webhook_recovery``)."""
 
     def __init__(self, secret: str | None, policy: RetryPolicy | None = None,
-                 on_outcome: Callable[[str, str, int], Any] | None = None) -> None:
+                 on_outcome: Callable[[str, str, int], Any] | None = None,
+                 on_attempt: Callable[[str, int], Any] | None = None) -> None:
         self.secret = secret
         self.policy = policy or RetryPolicy()
         self.on_outcome = on_outcome
+        self.on_attempt = on_attempt
         self._tasks: set[asyncio.Task[bool]] = set()
         self._session: Any = None
 
@@ -79,21 +88,25 @@ class WebhookSender:
             raise KilnError("this server has no webhook secret, so it cannot sign callbacks",
                             hint="start it with KILN_WEBHOOK_SECRET set, or leave out callback_url", status=400)
 
-    def send(self, job_id: str, url: str, payload: dict[str, Any]) -> None:
-        task = asyncio.create_task(self.deliver(job_id, url, payload), name=f"webhook-{job_id}")
+    def send(self, job_id: str, url: str, payload: dict[str, Any], *, attempts_made: int = 0) -> None:
+        task = asyncio.create_task(self.deliver(job_id, url, payload, attempts_made=attempts_made), name=f"webhook-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def deliver(self, job_id: str, url: str, payload: dict[str, Any]) -> bool:
+    async def deliver(self, job_id: str, url: str, payload: dict[str, Any], *, attempts_made: int = 0) -> bool:
+        """Up to ``policy.attempts`` tries in all, ``attempts_made`` of them already made elsewhere (a
+        delivery taken over from a process that died)."""
         import aiohttp
 
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
-        attempt = 0
+        attempt = attempts_made
         status = "failed"
         while attempt < self.policy.attempts:
             attempt += 1
+            if self.on_attempt is not None:
+                await self._call(self.on_attempt, job_id, attempt)
             headers = {"Content-Type": "application/json", "User-Agent": "kiln-webhook",
                        SIGNATURE_HEADER: sign(self.secret or "", body), "X-Kiln-Job": job_id}
             try:
@@ -110,13 +123,17 @@ class WebhookSender:
             if attempt < self.policy.attempts:
                 await asyncio.sleep(self.policy.delay(attempt))
         if self.on_outcome is not None:
-            try:
-                result = self.on_outcome(job_id, status, attempt)
-                if asyncio.iscoroutine(result):
-                    await result
-            except KilnError as exc:  # the database may be down: the delivery itself happened
-                log.warning("webhook for job %s: could not record %s: %s", job_id, status, exc)
+            await self._call(self.on_outcome, job_id, status, attempt)
         return status == "delivered"
+
+    @staticmethod
+    async def _call(hook: Callable[..., Any], job_id: str, *args: Any) -> None:
+        try:
+            result = hook(job_id, *args)
+            if asyncio.iscoroutine(result):
+                await result
+        except KilnError as exc:  # the database may be down: the delivery goes on (or happened)
+            log.warning("webhook for job %s: could not record progress %s: %s", job_id, args, exc)
 
     async def drain(self) -> None:
         while self._tasks:

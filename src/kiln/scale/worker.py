@@ -10,6 +10,9 @@ settings), so a batch is formed from whatever is waiting. Per job:
 3. run the case; the case id is the job id and the store inserts it at most once;
 4. job ``done`` → ack → reply to the gateway (if it waits) → webhook (if asked).
 
+Webhooks of finished jobs whose worker died before delivering them are taken over by a live worker
+(``webhook_recovery``), with the attempts they have left.
+
 A client error (bad photo: 4xx) fails the job at once. A database outage requeues the job after
 a pause without using up its attempts; any other error requeues it with the attempt counted.
 """
@@ -29,6 +32,7 @@ from kiln.errors import KilnError, UnavailableError
 from kiln.scale import jobstore
 from kiln.scale.broker import BrokerConnection, Topology
 from kiln.scale.messages import CaseJob, JobResult, MalformedMessageError
+from kiln.scale.webhook_recovery import WebhookRecovery
 from kiln.scale.webhooks import WebhookSender
 
 if TYPE_CHECKING:
@@ -52,6 +56,7 @@ class WorkerOptions:
     max_attempts: int = 3
     retry_pause_s: float = 1.0
     webhook_secret: str | None = None
+    webhook_takeover_s: float | None = None  # None: the sender's lease (RetryPolicy.lease_s)
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Worker:
         self.service: AuthenticityService | None = None
         self.broker: BrokerConnection | None = None
         self.webhooks: WebhookSender | None = None
+        self.webhook_recovery: WebhookRecovery | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer_tag: str | None = None
         self.stopping = asyncio.Event()
@@ -96,8 +102,15 @@ class Worker:
         self.service = AuthenticityService(inference, self.store, model_name=o.model_name)
         await self.service.start()
         store = self.store
-        self.webhooks = WebhookSender(o.webhook_secret, on_outcome=lambda job_id, status, n: asyncio.to_thread(
-            jobstore.webhook_outcome, store, job_id, status, n))
+        self.webhooks = WebhookSender(
+            o.webhook_secret,
+            on_outcome=lambda job_id, status, n: asyncio.to_thread(jobstore.webhook_outcome, store, job_id, status, n),
+            on_attempt=lambda job_id, n: asyncio.to_thread(jobstore.webhook_attempt, store, job_id, n),
+        )
+        if o.webhook_secret:
+            self.webhook_recovery = WebhookRecovery(store, self.webhooks, self.service.get_case,
+                                                    stale_after_s=o.webhook_takeover_s)
+            self.webhook_recovery.start()
         self.broker = BrokerConnection(o.broker_url, Topology(o.queue_prefix), prefetch=o.prefetch)
         self.broker.on_ready(self._consume)
         await self.broker.start()
@@ -239,6 +252,8 @@ class Worker:
                     await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.broker is not None:
             await self.broker.close()
+        if self.webhook_recovery is not None:
+            await self.webhook_recovery.close()
         if self.webhooks is not None:
             await self.webhooks.close()
         if self.repository is not None:

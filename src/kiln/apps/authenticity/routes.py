@@ -42,6 +42,7 @@ from kiln.security.access import check_visible, principal, tenant_filter, url_si
 from kiln.serve.timing import start_timings
 
 if TYPE_CHECKING:
+    from kiln.scale.webhook_recovery import WebhookRecovery
     from kiln.serve.context import AppContext
     from kiln.serve.store import JobRecord, Store
 
@@ -361,6 +362,7 @@ class AuthenticityPlugin:
         self.service: AuthenticityService | None = None
         self.jobs: CaseTransport | None = None
         self._store: Store | None = None
+        self._webhook_recovery: WebhookRecovery | None = None
 
     def required_models(self) -> list[str]:
         return [self.model_name]
@@ -381,12 +383,19 @@ class AuthenticityPlugin:
             if callable(make_transport):
                 self.jobs = make_transport(self.service, store)
             else:
-                from kiln.scale.jobstore import webhook_outcome
+                from kiln.scale.jobstore import webhook_attempt, webhook_outcome
+                from kiln.scale.webhook_recovery import WebhookRecovery
 
                 jobs_store = store
-                webhooks = WebhookSender(ctx.settings.webhook_secret, on_outcome=lambda job_id, status, tries: asyncio.to_thread(
-                    webhook_outcome, jobs_store, job_id, status, tries))
+                webhooks = WebhookSender(
+                    ctx.settings.webhook_secret,
+                    on_outcome=lambda job_id, status, tries: asyncio.to_thread(webhook_outcome, jobs_store, job_id, status, tries),
+                    on_attempt=lambda job_id, tries: asyncio.to_thread(webhook_attempt, jobs_store, job_id, tries),
+                )
                 self.jobs = InProcessCases(self.service, InProcessJobs(store), webhooks)
+                if ctx.settings.webhook_secret:  # webhooks a previous run of this server left undelivered
+                    self._webhook_recovery = WebhookRecovery(store, webhooks, self.service.get_case,
+                                                             stale_after_s=ctx.settings.webhook_takeover_s)
         assert self.jobs is not None
         return self.service, self.jobs, self._store
 
@@ -397,8 +406,12 @@ class AuthenticityPlugin:
     async def startup(self, ctx: AppContext) -> None:
         service, _, _ = self._ensure(ctx)
         await service.start()
+        if self._webhook_recovery is not None:
+            self._webhook_recovery.start()
 
     async def shutdown(self, ctx: AppContext) -> None:
+        if self._webhook_recovery is not None:
+            await self._webhook_recovery.close()
         if self.jobs is not None:
             await self.jobs.close()
 
