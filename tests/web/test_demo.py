@@ -71,6 +71,24 @@ def test_default_apps_follow_the_repository(tmp_path: Path) -> None:
     assert default_apps(tmp_path, pages=True) == ["authenticity", "packaging", "web"]
 
 
+def test_declared_app_models_match_the_plugins() -> None:
+    from kiln.serve.plugins import KNOWN_APP_MODELS, KNOWN_APPS, load_plugin
+
+    assert set(KNOWN_APP_MODELS) == set(KNOWN_APPS)
+    for name, models in KNOWN_APP_MODELS.items():
+        assert tuple(load_plugin(name).required_models()) == models, name
+
+
+def test_choosing_apps_for_a_repository_imports_no_app(tmp_path: Path) -> None:
+    """A server of ONNX models alone never loads torch (the packaging app's models need it)."""
+    (tmp_path / "image").mkdir()
+    code = ("import sys; from pathlib import Path; from kiln.cli.serve import default_apps; "
+            f"print(default_apps(Path({str(tmp_path)!r}), pages=True)); "
+            "print(sorted(m for m in ('torch', 'kiln.apps.packaging', 'kiln.apps.authenticity') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.splitlines() == ["['web']", "[]"], done.stdout + done.stderr
+
+
 def test_pages_are_served_without_suffix(server: Server) -> None:
     for path, heading in (("/", "kiln"), ("/authenticate", "Authenticate"), ("/cases", "Cases"), ("/packaging", "Packaging"),
                           ("/ops", "Operations")):

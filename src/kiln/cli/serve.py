@@ -102,19 +102,12 @@ def serve(
 
 
 def default_apps(repo: Path, *, pages: bool) -> list[str]:
-    """kiln's apps whose models are all in ``repo`` (and ``web``, which feeds the pages)."""
-    from kiln.serve.plugins import KNOWN_APPS, load_plugin
+    """kiln's apps whose models are all in ``repo`` (and ``web``, which feeds the pages), decided
+    without importing the apps."""
+    from kiln.serve.plugins import KNOWN_APP_MODELS
 
-    chosen = []
-    for name in KNOWN_APPS:
-        if name == "web":
-            continue
-        try:
-            needed = load_plugin(name).required_models()
-        except KilnError:
-            continue
-        if needed and all((repo / model).is_dir() for model in needed):
-            chosen.append(name)
+    chosen = [name for name, needed in KNOWN_APP_MODELS.items()
+              if needed and all((repo / model).is_dir() for model in needed)]
     return [*chosen, "web"] if pages else chosen
 
 

@@ -13,6 +13,14 @@ KNOWN_APPS = {
     "packaging": "kiln.apps.packaging.routes:plugin",
     "web": "kiln.web.routes:plugin",
 }
+# The models each shipped app needs (its plugin's required_models(), checked by a test), so that
+# choosing the apps a repository can serve imports none of them: the packaging app pulls in torch,
+# which a server of ONNX models alone never needs (seconds of start-up, hundreds of MB per process).
+KNOWN_APP_MODELS: dict[str, tuple[str, ...]] = {
+    "authenticity": ("authenticity",),
+    "packaging": ("brief_encoder", "style_scorer"),
+    "web": (),
+}
 
 
 def load_plugin(spec: str) -> AppPlugin:
