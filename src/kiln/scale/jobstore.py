@@ -95,20 +95,16 @@ def claim_stale_webhooks(store: Store, stale_after_s: float, limit: int = 32) ->
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     with store.session() as session:
         rows = session.execute(
-            select(JobRecord.id, JobRecord.webhook_status, JobRecord.updated_at)
+            select(JobRecord.id, JobRecord.webhook_status, JobRecord.updated_at, JobRecord.status, JobRecord.callback_url,
+                   JobRecord.case_id, JobRecord.error, JobRecord.error_status, JobRecord.webhook_attempts)
             .where(JobRecord.status.in_(("done", "failed")), JobRecord.callback_url.is_not(None),
                    JobRecord.webhook_status.in_(("pending", "sending")), JobRecord.updated_at < cutoff)
             .order_by(JobRecord.updated_at).limit(limit)
         ).all()
-    claimed: list[PendingWebhook] = []
-    for job_id, webhook_status, updated_at in rows:
-        if _compare_and_claim(store, job_id, webhook_status, updated_at):
-            with store.session() as session:
-                job = session.get(JobRecord, job_id)
-                if job is not None and job.callback_url:
-                    claimed.append(PendingWebhook(job.id, job.status, job.callback_url, job.case_id, job.error,
-                                                  job.error_status, job.webhook_attempts or 0))
-    return claimed
+    return [
+        PendingWebhook(row.id, row.status, row.callback_url, row.case_id, row.error, row.error_status, row.webhook_attempts or 0)
+        for row in rows if _compare_and_claim(store, row.id, row.webhook_status, row.updated_at)
+    ]
 
 
 def _compare_and_claim(store: Store, job_id: str, webhook_status: str | None, updated_at: datetime) -> bool:

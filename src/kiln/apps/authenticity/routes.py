@@ -127,6 +127,12 @@ def _day(value: date | None, end: bool = False) -> datetime | None:
     return moment + timedelta(days=1) if end else moment
 
 
+def certificate_url(request: Request, case_id: str) -> str:
+    """The permanently signed link of a case's certificate page: what the PDF prints, so it works for
+    whoever holds the PDF for as long as the certificate stands."""
+    return str(request.base_url).rstrip("/") + url_signer(request).sign_permanent(f"{API}/cases/{case_id}/certificate")
+
+
 def build_router(service: AuthenticityService, cases: CaseTransport, store: Store) -> APIRouter:
     from kiln.apps.authenticity.heatmaps import heatmap_png, overlay_jpeg
     from kiln.apps.authenticity.report import ReportPhoto, heatmap_scale, render_html, render_pdf
@@ -215,7 +221,7 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         pdf, _ = signer.sign(f"{API}/cases/{case_id}/report.pdf", expires_in)
         return {"case_id": case_id, "report_url": base + html, "pdf_url": base + pdf,
                 "expires_at": datetime.fromtimestamp(expires, UTC).isoformat(),
-                "certificate_url": base + signer.sign_permanent(f"{API}/cases/{case_id}/certificate")}
+                "certificate_url": certificate_url(request, case_id)}
 
     @router.get("/cases/{case_id}/certificate", response_class=HTMLResponse,
                 summary="Public verification page of the PDF certificate: verdict, date and photo hashes, no photos",
@@ -261,10 +267,7 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
         cached = await asyncio.to_thread(store.get_report, case_id, "pdf")
         if cached is None:
             case, photos = await _report_inputs(case_id)
-            # the printed link must work for whoever holds the PDF, for as long as the certificate stands
-            base = str(request.base_url).rstrip("/")
-            verify = base + url_signer(request).sign_permanent(f"{API}/cases/{case_id}/certificate")
-            cached = await asyncio.to_thread(render_pdf, case, photos, verify)
+            cached = await asyncio.to_thread(render_pdf, case, photos, certificate_url(request, case_id))
             await asyncio.to_thread(store.set_report, case_id, "pdf", cached)
         return Response(bytes(cached) if not isinstance(cached, str) else cached.encode(), media_type="application/pdf",
                         headers={"Content-Disposition": f'inline; filename="kiln-case-{case_id}.pdf"'})
