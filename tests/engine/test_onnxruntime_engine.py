@@ -143,6 +143,38 @@ def test_onnx_file_source(cache: EngineCache, tmp_path: Path) -> None:
     np.testing.assert_allclose(got, reference_for(tmp_path / "b", outcome.manifest)({"input": x})["logits"], rtol=1e-3, atol=1e-4)
 
 
+def test_onnx_file_with_external_data(cache: EngineCache, tmp_path: Path) -> None:
+    """Weights kept beside the graph (``.onnx`` + ``.data``): built into a self-contained engine,
+    the weights count in the cache key, and a missing weight file is a clear error."""
+    import onnx
+
+    build_engine(_settings(Precision.FP32), cache=cache, output=tmp_path / "a")
+    user = tmp_path / "user"
+    user.mkdir()
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    onnx.save_model(model, str(user / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0)
+    settings = BuildSettings(source=ModelSource.parse(str(user / "net.onnx")), batch=BatchProfile(min=1, opt=2, max=4))
+    first = build_engine(settings, cache=cache, output=tmp_path / "b")
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with load_engine(tmp_path / "b") as runner:
+        want = runner.infer({"input": x})["logits"]
+
+    (user / "net.weights").rename(user / "moved")
+    with load_engine(tmp_path / "b") as runner:  # the engine does not need the user's files any more
+        np.testing.assert_allclose(runner.infer({"input": x})["logits"], want)
+    with pytest.raises(KilnError, match=r"external data file.*net\.weights"):
+        build_engine(settings, cache=cache, output=tmp_path / "c")
+
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    float_weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    float_weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(float_weight) + 1, float_weight.name))
+    onnx.save_model(model, str(user / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0)
+    second = build_engine(settings, cache=cache, output=tmp_path / "d")
+    assert second.manifest.source_sha256 != first.manifest.source_sha256, "other weights, other engine"
+
+
 def test_failed_gate_falls_back_to_safer_precision(
     cache: EngineCache, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

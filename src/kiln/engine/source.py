@@ -91,8 +91,38 @@ def _load_weights(module: torch.nn.Module, checkpoint: str) -> dict[str, Any]:
 def source_sha256(source: ModelSource) -> str:
     """Identity of the weights: checkpoint hash, or the seeded random init; cheap (no model is built)."""
     if source.kind == "onnx":
-        return sha256_file(Path(source.name))
+        return onnx_sha256(Path(source.name))
     return _source_hash(source)
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The files an ONNX model keeps its large tensors in (``location`` of external initializers), sorted."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(path.parent / location for location in locations)
+
+
+def onnx_sha256(path: Path) -> str:
+    """The graph file's hash, plus its external data files' when the weights live beside it."""
+    try:
+        extra = external_data_files(path)
+    except Exception:  # unreadable: the loader reports it; the hash is then of the bytes alone
+        extra = []
+    if not extra:
+        return sha256_file(path)
+    missing = [p.name for p in extra if not p.is_file()]
+    if missing:
+        raise KilnError(f"{path}: external data file(s) missing next to the model: {', '.join(missing)}",
+                        hint="keep the .onnx file and its weight files in the same folder")
+    return sha256_json({"model": sha256_file(path), "external_data": {p.name: sha256_file(p) for p in extra}})
 
 
 def _source_hash(source: ModelSource) -> str:
@@ -125,6 +155,7 @@ def _load_onnx(source: ModelSource) -> LoadedSource:
         raise KilnError(f"{path} is not a readable ONNX model: {exc}") from exc
     from onnx import helper
 
+    digest = onnx_sha256(path)  # also checks the external data files are there
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
@@ -151,7 +182,7 @@ def _load_onnx(source: ModelSource) -> LoadedSource:
         pre = pre.with_size(specs[0].dims[2], specs[0].dims[3])
     return LoadedSource(
         source=source,
-        sha256=sha256_file(path),
+        sha256=digest,
         preprocessing=pre,
         output_names=[o.name for o in model.graph.output],
         onnx_path=path,

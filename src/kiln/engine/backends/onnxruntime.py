@@ -21,7 +21,7 @@ from kiln.engine.export import export_onnx
 from kiln.engine.hardware import cpu_info, package_version
 from kiln.engine.inputs import InputSpec, is_image_model
 from kiln.engine.manifest import CalibrationInfo, EngineManifest, TensorSpec
-from kiln.engine.source import LoadedSource
+from kiln.engine.source import LoadedSource, external_data_files
 from kiln.engine.spec import CalibrationMethod, Precision
 from kiln.errors import KilnError
 from kiln.progress import Reporter
@@ -166,6 +166,25 @@ def _quantize_int8(
     )
 
 
+MAX_INLINE_BYTES = 2_000_000_000  # protobuf's 2 GiB message limit, with room for the graph
+
+
+def copy_self_contained(source: Path, target: Path) -> None:
+    """Copies an ONNX model into the engine as one file; weights kept in external data files are
+    pulled in, so the artifact does not depend on files beside the user's model."""
+
+    extra = external_data_files(source)
+    if not extra:
+        shutil.copyfile(source, target)
+        return
+    size = sum(p.stat().st_size for p in extra) + source.stat().st_size
+    if size > MAX_INLINE_BYTES:
+        raise KilnError(f"{source}: {size / 1e9:.1f} GB of weights in external data; engines over 2 GB are not supported yet")
+    import onnx
+
+    onnx.save_model(onnx.load(str(source)), str(target), save_as_external_data=False)
+
+
 @register_backend
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
@@ -203,7 +222,7 @@ class OnnxRuntimeBackend(Backend):
         self.check_precision(request.precision, request.device)
         fp32_path = workdir / PORTABLE_FP32
         if source.onnx_path is not None:
-            shutil.copyfile(source.onnx_path, fp32_path)
+            copy_self_contained(source.onnx_path, fp32_path)
             inputs = source.inputs(request.preprocessing)
         else:
             inputs = export_onnx(source, fp32_path, request.preprocessing, reporter)
