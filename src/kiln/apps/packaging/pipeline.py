@@ -119,7 +119,7 @@ class _Prepared:
     brief: BriefIn
     images: list[Image.Image]
     digests: list[str]
-    features: np.ndarray | None = None  # the style scorer's input, one row per image
+    uploads: list[StoredImage | None]  # where an image came as an id: what it keeps
     main: PanelImage | None = None  # the first image on the panel
 
 
@@ -196,13 +196,9 @@ class PackagingService:
         return {"id": image_id, "width": width, "height": height}
 
     def _prepare(self, brief: BriefIn) -> _Prepared:
-        """Decode the reference images and compute what depends on them alone (scorer features, the
-        main image on the panel); an uploaded image keeps these, so a later brief reuses them."""
-        panel = (brief.panel.width_mm, brief.panel.height_mm)
         images: list[Image.Image] = []
         digests: list[str] = []
-        features: list[np.ndarray] = []
-        main: PanelImage | None = None
+        uploads: list[StoredImage | None] = []
         for index, ref in enumerate(brief.reference_images):
             name = f"reference_images[{index}]"
             if ref.startswith("img_"):
@@ -212,38 +208,61 @@ class PackagingService:
                     raise NotFoundError(f"{name}: no uploaded image {ref!r}", hint="upload it again with POST /v1/packaging/images") from exc
                 images.append(stored.image)
                 digests.append(stored.digest)
-                features.append(stored.derived("features", partial(image_features, stored.image)))
-                if main is None:
-                    main = stored.derived(("panel", panel), partial(panel_image, stored.image, panel))
+                uploads.append(stored)
             else:
-                image = decode_data_url(ref, name=name, device=self.decode_on)
-                images.append(image)
+                images.append(decode_data_url(ref, name=name, device=self.decode_on))
                 digests.append("")  # filled in by recommend, which hashes the data URLs meanwhile
-                features.append(image_features(image))
-                if main is None:
-                    main = panel_image(image, panel)
-        return _Prepared(brief, images, digests, np.stack(features) if features else None, main)
+                uploads.append(None)
+        return _Prepared(brief, images, digests, uploads)
+
+    @staticmethod
+    def _features(prepared: _Prepared) -> np.ndarray:
+        """The style scorer's input, one row per image (an uploaded image keeps its row)."""
+        rows = [image_features(image) if stored is None else stored.derived("features", partial(image_features, image))
+                for image, stored in zip(prepared.images, prepared.uploads, strict=True)]
+        return np.stack(rows)
+
+    @staticmethod
+    def _panel_image(prepared: _Prepared) -> PanelImage:
+        """The first image fitted to the panel, with its saliency and gradient (kept by an upload per panel size)."""
+        panel = (prepared.brief.panel.width_mm, prepared.brief.panel.height_mm)
+        stored = prepared.uploads[0]
+        if stored is None:
+            return panel_image(prepared.images[0], panel)
+        return stored.derived(("panel", panel), partial(panel_image, prepared.images[0], panel))
 
     # --- recommend -------------------------------------------------------------------------------
     async def recommend(self, brief: BriefIn, *, base_url: str = "/v1/packaging") -> tuple[dict[str, Any], dict[str, float]]:
         """The response body and timings (ms) per stage.
 
-        The images (decode, scorer features, saliency), the data URLs' digests and the brief encoder
-        run at the same time, so the stage timings "images" and "encoder" overlap."""
+        What needs only the brief's text (lexicon, encoder) runs beside what needs only its images:
+        the decode and the data URLs' digests, then the style score and the main image's saliency
+        side by side. So the stages overlap: "encoder" with "images", "style_score" and "saliency"."""
         if self.style_embeddings is None:
             raise UnavailableError("the packaging app is still starting (embedding the style taxonomy)", retry_after_s=2)
         style_embeddings = self.style_embeddings
         timings = StageTimings()
 
-        async def images() -> _Prepared:
+        async def style_score(prepared: _Prepared) -> np.ndarray:
+            with timings.measure("style_score"):
+                features = await asyncio.to_thread(self._features, prepared)
+                probabilities = (await self.inference.infer(SCORER_MODEL, {"features": features}))["probabilities"]
+                return np.asarray(probabilities, dtype=np.float64).mean(0)
+
+        async def saliency(prepared: _Prepared) -> PanelImage:
+            with timings.measure("saliency"):
+                return await asyncio.to_thread(self._panel_image, prepared)
+
+        async def images() -> tuple[_Prepared, np.ndarray | None]:
             if not brief.reference_images:
-                return _Prepared(brief, [], [])
+                return _Prepared(brief, [], [], []), None
             with timings.measure("images"):
                 # hashlib releases the GIL on large inputs: the digests cost no time next to the decode
                 prepared, url_digests = await asyncio.gather(
                     asyncio.to_thread(self._prepare, brief), asyncio.to_thread(_data_url_digests, brief.reference_images))
             prepared.digests = [d or u for d, u in zip(prepared.digests, url_digests, strict=True)]
-            return prepared
+            image_scores, prepared.main = await asyncio.gather(style_score(prepared), saliency(prepared))
+            return prepared, image_scores
 
         async def encoder() -> tuple[Any, str, np.ndarray]:
             with timings.measure("encoder"):
@@ -252,12 +271,7 @@ class PackagingService:
                 brief_vector = await self._embed_brief(text)
                 return segmentation, text, style_embeddings @ brief_vector
 
-        prepared, (segmentation, text, similarities) = await asyncio.gather(images(), encoder())
-        with timings.measure("style_score"):
-            image_scores = None
-            if prepared.features is not None:
-                probabilities = (await self.inference.infer(SCORER_MODEL, {"features": prepared.features}))["probabilities"]
-                image_scores = np.asarray(probabilities, dtype=np.float64).mean(0)
+        (prepared, image_scores), (segmentation, text, similarities) = await asyncio.gather(images(), encoder())
         with timings.measure("directions"):
             fits = rank_styles(segmentation.matches, similarities, image_scores)[: brief.count]
             key = _result_key(brief, prepared.digests)
