@@ -151,19 +151,54 @@ def _unit_in_gamut(rgb: tuple[float, float, float], tolerance: float = 1e-6) -> 
 
 def lch_to_rgb8(lightness: float, chroma: float, hue: float) -> tuple[int, int, int]:
     """The sRGB colour of this lightness and hue with the most chroma up to ``chroma`` (gamut mapping
-    by chroma reduction keeps lightness and hue, which is what contrast and harmony depend on)."""
+    by chroma reduction keeps lightness and hue, which is what contrast and harmony depend on).
+
+    The same arithmetic as ``_lch_to_unit_rgb`` per chroma probed, with what the 16-step search does
+    not change (lightness, hue's cosine and sine, Y) computed once."""
     lightness = float(min(100.0, max(0.0, lightness)))
-    rgb = _lch_to_unit_rgb(lightness, chroma, hue)
-    if not _unit_in_gamut(rgb):
+    radians = math.radians(hue)
+    cos, sin = math.cos(radians), math.sin(radians)
+    fy = (lightness + 16) / 116
+    y = _f_inv_scalar(fy) * _WHITE_T[1]
+    (r0, r1, r2), (g0, g1, g2), (b0, b1, b2) = _XYZ_TO_RGB_T
+
+    def unit_rgb(c: float) -> tuple[float, float, float]:
+        x = _f_inv_scalar(fy + c * cos / 500) * _WHITE_T[0]
+        z = _f_inv_scalar(fy - c * sin / 200) * _WHITE_T[2]
+        return _compand(r0 * x + r1 * y + r2 * z), _compand(g0 * x + g1 * y + g2 * z), _compand(b0 * x + b1 * y + b2 * z)
+
+    low_limit, high_limit = -1e-6, 1 + 1e-6  # _unit_in_gamut's tolerance
+
+    def in_gamut(c: float) -> bool:  # channel by channel, stopping at the first outside
+        x = _f_inv_scalar(fy + c * cos / 500) * _WHITE_T[0]
+        z = _f_inv_scalar(fy - c * sin / 200) * _WHITE_T[2]
+        return (low_limit <= _compand(r0 * x + r1 * y + r2 * z) <= high_limit
+                and low_limit <= _compand(g0 * x + g1 * y + g2 * z) <= high_limit
+                and low_limit <= _compand(b0 * x + b1 * y + b2 * z) <= high_limit)
+
+    rgb = unit_rgb(chroma)
+    if not all(low_limit <= v <= high_limit for v in rgb):
         low, high = 0.0, float(chroma)
         for _ in range(16):
             middle = (low + high) / 2
-            if _unit_in_gamut(_lch_to_unit_rgb(lightness, middle, hue)):
+            if in_gamut(middle):
                 low = middle
             else:
                 high = middle
-        rgb = _lch_to_unit_rgb(lightness, low, hue)
+        rgb = unit_rgb(low)
     return tuple(int(min(255, max(0, round(v * 255.0)))) for v in rgb)  # type: ignore[return-value]
+
+
+_DELTA = 6 / 29
+_F_INV_SLOPE = 3 * _DELTA**2
+
+
+def _f_inv_scalar(t: float) -> float:
+    return t**3 if t > _DELTA else _F_INV_SLOPE * (t - 4 / 29)
+
+
+def _compand(linear: float) -> float:
+    return linear * 12.92 if linear <= 0.0031308 else 1.055 * max(linear, 0.0) ** (1 / 2.4) - 0.055
 
 
 # linear value of every 8-bit sRGB level, computed by srgb_to_linear itself so the scalar paths
