@@ -18,6 +18,9 @@ def test_short_soak_and_overload(server: Server) -> None:
     assert {"infer_binary", "infer_json", "authenticate", "list_cases", "packaging_styles"} <= set(result["mix"])
     soak, over, recovery = result["soak"], result["overload"], result["recovery"]
     assert soak["requests"] > 0 and soak["p99_first_ms"] is not None and soak["rss_start_mb"] > 0
+    assert soak["timeline"] and sum(row["requests"] for row in soak["timeline"]) == soak["requests"]
+    assert {"server_cpu_pct", "loadgen_cpu_pct", "others_cpu_pct"} <= set(soak)
+    assert "accepted_inference_over_timeout_from_send" in over and all("clean" in step for step in result["calibration"])
     for phase in (soak, over, recovery):  # under any load: answers or fast refusals, never a server error
         bad = {code: n for code, n in phase["statuses"].items() if code not in ("200", "429", "503", "504")}
         assert not bad, (phase["phase"], phase["statuses"])

@@ -262,22 +262,25 @@ def _nothing(url: str, pid: int | None):  # type: ignore[no-untyped-def]
 
 
 def _server(repo: Path, apps: str):  # type: ignore[no-untyped-def]
-    """``kiln serve`` in a child process on a free loopback port, stopped at the end."""
+    """``kiln serve`` in a child process on a free loopback port with a database of its own (so that a run
+    does not start with the cases of the runs before it), stopped at the end."""
     import contextlib
     import socket
     import subprocess
     import sys
+    import tempfile
     import time
 
     import httpx
 
     @contextlib.contextmanager
     def run():  # type: ignore[no-untyped-def]
+        state = tempfile.TemporaryDirectory(prefix="kiln-soak-")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         command = [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
-                   "--no-access-log", "--log-level", "warning"] + (["--apps", apps] if apps else [])
+                   "--no-access-log", "--log-level", "warning", "--db", f"sqlite:///{state.name}/kiln.db"] + (["--apps", apps] if apps else [])
         process = subprocess.Popen(command)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -300,6 +303,7 @@ def _server(repo: Path, apps: str):  # type: ignore[no-untyped-def]
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
+            state.cleanup()
 
     return run()
 

@@ -4,12 +4,12 @@
 before its body is read when either
 
 - ``max_inflight`` requests are already in progress (a bound on concurrency), or
-- the event loop runs late (``LoopLag``): on a saturated CPU, requests wait in socket buffers and in
-  the loop's ready queue before any handler sees them; the loop's lateness is that wait. Past
-  ``max_lag_s`` a share of new requests is refused that grows with the lateness (all of them at twice
-  ``max_lag_s``), which leaves CPU for the requests already accepted and keeps refusals fast, while a
-  passing hiccup refuses few. A few requests (``min_inflight``) are always let in, so a server that
-  is late for another reason (one long blocking call) still makes progress.
+- the event loop runs late all the time (``LoopLag``: the least lateness over half a second): on a
+  saturated CPU, requests wait in socket buffers and in the loop's ready queue before any handler
+  sees them; the loop's lateness is that wait. Past ``max_lag_s`` a share of new requests is refused
+  that grows with the lateness (all of them at twice ``max_lag_s``), which leaves CPU for the requests
+  already accepted and keeps refusals fast; a passing stall refuses nobody. A few requests
+  (``min_inflight``) are always let in, so a server that is late for another reason still makes progress.
 
 Health probes and ``/metrics`` always pass. The refusal is a pre-encoded answer (security headers
 included, since it leaves before the headers middleware). The time a request reached the gate is
@@ -23,6 +23,7 @@ import asyncio
 import json
 import random
 import time
+from collections import deque
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,29 +34,35 @@ _ALWAYS = ("/v2/health/", "/metrics")
 
 
 class LoopLag:
-    """How late the event loop runs: a timer every ``interval_s`` measures how late it fired.
+    """How late the event loop runs *persistently*: a timer every ``interval_s`` measures how late it fired,
+    and ``current()`` is the smallest lateness of the ticks of the last ``window_s``.
 
-    ``current()`` is the larger of the recent lateness (an exponential average over the last few
-    ticks) and how overdue the next tick is now, so a loop that is stuck reads as late before the
-    tick can run.
+    The minimum, not an average (as CoDel judges a packet queue): one stall (a garbage collection, a
+    SQLite checkpoint, a burst of arrivals handled in one loop iteration) makes one tick late and its
+    successors on time, and is no reason to refuse anyone; a CPU that cannot keep up makes every tick
+    late, and the minimum rises with it.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float = 0.02, smoothing: float = 0.3) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float = 0.02, window_s: float = 0.5) -> None:
         self.loop = loop
         self.interval_s = interval_s
-        self.smoothing = smoothing
-        self.last_s = 0.0
+        self.window_s = window_s
+        self._recent: deque[tuple[float, float]] = deque()  # (when, lateness) of the ticks of the window
+        self.floor_s = 0.0
         self._due = loop.time() + interval_s
         self._handle = loop.call_at(self._due, self._tick)
 
     def _tick(self) -> None:
         now = self.loop.time()
-        self.last_s += self.smoothing * (max(0.0, now - self._due) - self.last_s)
+        self._recent.append((now, max(0.0, now - self._due)))
+        while self._recent[0][0] < now - self.window_s:
+            self._recent.popleft()
+        self.floor_s = min(late for _, late in self._recent)
         self._due = now + self.interval_s
         self._handle = self.loop.call_at(self._due, self._tick)
 
     def current(self) -> float:
-        return max(self.last_s, self.loop.time() - self._due)
+        return self.floor_s
 
     def stop(self) -> None:
         self._handle.cancel()

@@ -109,17 +109,24 @@ class ServedModel:
         self._dtypes = {spec.name: _numpy_dtype(spec) for spec in manifest.inputs}
         runners: list[InstanceRunner] = []
         for _ in range(self.config.instances):
-            runner = load_engine(engine_dir, **self.config.engine_options)
+            runner = load_engine(engine_dir, **self.engine_options(manifest))
             if self.config.warmup:
                 self.warm(runner)
             runners.append(runner)
         return runners
 
+    def engine_options(self, manifest: EngineManifest) -> dict[str, Any]:
+        """The backend's serving defaults (CPU onnxruntime: no spinning), overridden by the config's ``engine_options``."""
+        from kiln.engine.backends.base import get_backend
+
+        return {**get_backend(manifest.backend).serving_options(manifest.device), **self.config.engine_options}
+
     def new_runner(self) -> InstanceRunner:
         """A fresh warmed instance (used to replace one that hung)."""
         from kiln.engine.loader import load_engine
+        from kiln.engine.manifest import EngineManifest
 
-        runner = load_engine(self.engine_dir, **self.config.engine_options)
+        runner = load_engine(self.engine_dir, **self.engine_options(EngineManifest.read(self.engine_dir)))
         if self.config.warmup:
             self.warm(runner)
         return runner

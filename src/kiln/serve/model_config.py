@@ -12,8 +12,9 @@ the engine's own batch limit. Example::
       "timeout_s": 30,                 # default per-request timeout (504 past it)
       "instances": 2,                  # engine instances running batches concurrently
       "engine_options": {"threads": 1},# passed to the engine loader (e.g. onnxruntime threads;
-                                       # "spin": false: its threads sleep between calls, which
-                                       # leaves CPU to the server on small or shared machines)
+                                       # "spin": the threads spin after each call instead of
+                                       # sleeping: false by default for CPU engines served here,
+                                       # which leaves the CPU to the event loop and other models)
       "version_policy": {"policy": "latest", "num_versions": 1},
       "limits": {"max_request_bytes": 67108864, "max_tensor_elements": 16777216},
       "warmup": true

@@ -12,6 +12,7 @@ requests met their timeout, and whether the server answers normally once the loa
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import math
@@ -280,6 +281,90 @@ class Driver:
         await self.session.close()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used so far (``/proc/PID/stat``), or None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU time all processors have spent busy since boot (``/proc/stat``), or None where unreadable."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Usage:
+    """One sample a second during the soak: the server's RSS and CPU, this process's CPU, the machine's."""
+
+    at: float
+    rss: int | None
+    server_cpu_s: float | None
+    loadgen_cpu_s: float
+    machine_cpu_s: float | None
+
+
+def _usage(elapsed: float, pid: int | None) -> Usage:
+    return Usage(elapsed, rss_bytes(pid) if pid is not None else None, cpu_seconds(pid) if pid is not None else None,
+                 time.process_time(), machine_cpu_seconds())
+
+
+def _record_usage(into: list[Usage], pid: int | None, elapsed: float) -> None:
+    into.append(_usage(elapsed, pid))
+
+
+def _rate(points: list[tuple[float, float | None]]) -> float | None:
+    known = [(t, v) for t, v in points if v is not None]
+    if len(known) < 2 or known[-1][0] <= known[0][0]:
+        return None
+    return (known[-1][1] - known[0][1]) / (known[-1][0] - known[0][0])
+
+
+def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[dict[str, Any]]:
+    """Per bucket of the phase: requests, errors and their reasons, p50/p99, the server's RSS, and CPU (the
+    server's, per request too, the load generator's, and the rest of the machine's: other jobs), so that
+    a change during a long run shows when it began and whether the server or a neighbour caused it."""
+    rows = []
+    for index in range(math.ceil(phase.duration_s / bucket_s)):
+        start, end = index * bucket_s, (index + 1) * bucket_s
+        inside = [s for s in phase.samples if start <= s.at < end]
+        if not inside:
+            continue
+        ok = [s.latency_ms for s in inside if 200 <= s.status < 300]
+        row: dict[str, Any] = {"from_s": round(start, 1), "requests": len(inside),
+                               "errors": sum(1 for s in inside if not 200 <= s.status < 300),
+                               "refusal_reasons": dict(Counter(s.reason for s in inside if s.status in REJECTED).most_common(3)),
+                               "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
+                               "p99_service_ms": _pct([s.service_ms for s in inside if 200 <= s.status < 300], 99)}
+        points = [u for u in usage if start <= u.at <= end]
+        rss = [u.rss for u in points if u.rss is not None]
+        if rss:
+            row["rss_mb"] = round(rss[-1] / 2**20, 1)
+        server = _rate([(u.at, u.server_cpu_s) for u in points])
+        loadgen = _rate([(u.at, u.loadgen_cpu_s) for u in points])
+        machine = _rate([(u.at, u.machine_cpu_s) for u in points])
+        if server is not None:
+            row["server_cpu_pct"] = round(100 * server, 1)
+            row["server_cpu_ms_per_request"] = round(1e3 * server * (min(end, phase.duration_s) - start) / len(inside), 2)
+        if loadgen is not None:
+            row["loadgen_cpu_pct"] = round(100 * loadgen, 1)
+        if machine is not None and server is not None and loadgen is not None:
+            row["others_cpu_pct"] = round(100 * max(0.0, machine - server - loadgen), 1)
+        rows.append(row)
+    return rows
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -334,13 +419,17 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         # what an open-loop arrival stream of the same mix can keep up with
         calibration = []
         for _ in range(settings.calibration_steps):
-            check = await driver.open("calibrate", settings.load_factor * max_rps, settings.calibration_s)
+            checked: list[Usage] = []
+            check = await driver.open("calibrate", settings.load_factor * max_rps, settings.calibration_s,
+                                      tick=functools.partial(_record_usage, checked, settings.pid))
             summary = check.summary()
             clean = summary["errors"] == 0 and (summary["p99_ms"] or 0) < settings.timeout_us / 4e3
+            cpu = {k: v for k, v in (timeline(check, check.duration_s + 1, checked) or [{}])[0].items() if "cpu" in k}
             calibration.append({"rate": round(settings.load_factor * max_rps, 2), "errors": summary["errors"],
-                                "p99_ms": summary["p99_ms"], "clean": clean})
+                                "p99_ms": summary["p99_ms"], "clean": clean, **cpu})
             report(f"calibrate at {settings.load_factor * max_rps:.1f} req/s for {settings.calibration_s:g} s: "
-                   f"{summary['errors']} errors, p99 {summary['p99_ms']} ms" + ("" if clean else " → lower"))
+                   f"{summary['errors']} errors, p99 {summary['p99_ms']} ms"
+                   + (f", other jobs' CPU {cpu['others_cpu_pct']} %" if "others_cpu_pct" in cpu else "") + ("" if clean else " → lower"))
             if clean:
                 break
             max_rps *= 0.85
@@ -349,10 +438,12 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         # 2. soak at 80 % with memory samples
         rate = settings.load_factor * max_rps
         rss: list[tuple[float, int]] = []
+        usage: list[Usage] = []
 
         def tick(elapsed: float) -> None:
-            if settings.pid is not None and (value := rss_bytes(settings.pid)) is not None:
-                rss.append((elapsed, value))
+            usage.append(sample := _usage(elapsed, settings.pid))
+            if sample.rss is not None:
+                rss.append((elapsed, sample.rss))
             if int(elapsed) % 30 == 0:
                 report(f"soak {elapsed:5.0f}/{settings.duration_s:.0f} s at {rate:.1f} req/s")
 
@@ -368,9 +459,16 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
             summary["rss_start_mb"] = round(float(np.median(start)) / 2**20, 1)
             summary["rss_end_mb"] = round(float(np.median(end)) / 2**20, 1)
             summary["rss_growth_pct"] = round(100 * (float(np.median(end)) / float(np.median(start)) - 1), 2)
+        summary["timeline"] = timeline(soak, min(60.0, max(5.0, settings.duration_s / 10)), usage)
+        whole = timeline(soak, soak.duration_s + 1, usage)
+        summary.update({k: v for k, v in (whole[0] if whole else {}).items() if "cpu" in k})
         result["soak"] = summary
         report(f"soak: {summary['requests']} requests, {summary['errors']} errors, p99 first {summary['p99_first_ms']} ms, "
                f"last {summary['p99_last_ms']} ms" + (f", RSS {summary['rss_start_mb']} → {summary['rss_end_mb']} MB" if rss else ""))
+        for row in summary["timeline"]:
+            report(f"  from {row['from_s']:5.0f} s: {row['requests']} requests, {row['errors']} errors, p99 {row['p99_ms']} ms"
+                   + (f", CPU ms/request {row['server_cpu_ms_per_request']}" if "server_cpu_ms_per_request" in row else "")
+                   + (f", others {row['others_cpu_pct']} %" if "others_cpu_pct" in row else ""))
         # 3. overload at 3×, then recovery at half the maximum
         over = await driver.open("overload", settings.overload_factor * max_rps, settings.overload_s)
         rejected = [s.latency_ms for s in over.samples if s.status in REJECTED]
@@ -379,12 +477,17 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         timeout_ms = settings.timeout_us / 1e3
         # accepted requests of the OIP mix carry the timeout; the others have the server's own
         late = [s for s in over.samples if 200 <= s.status < 300 and s.call.startswith("infer") and s.latency_ms > timeout_ms + 1000]
+        # the same counted from send: the server's timeout starts when the request reaches it, and a load
+        # generator that shares the server's CPU starts requests after their scheduled time
+        late_sent = [s for s in over.samples if 200 <= s.status < 300 and s.call.startswith("infer") and s.service_ms > timeout_ms + 1000]
         overload = over.summary()
         overload.update({
             "rejected": len(rejected), "rejection_p99_ms": _pct(rejected, 99), "rejection_p50_ms": _pct(rejected, 50),
             "rejection_service_p99_ms": _pct(rejected_service, 99),
             "accepted": len(accepted), "accepted_p99_ms": _pct(accepted, 99), "timeout_ms": timeout_ms,
-            "accepted_inference_over_timeout": len(late),
+            "accepted_inference_over_timeout": len(late), "accepted_inference_over_timeout_from_send": len(late_sent),
+            "accepted_service_p99_ms": _pct([s.service_ms for s in over.samples if 200 <= s.status < 300], 99),
+            "send_lag_p99_ms": _pct([s.latency_ms - s.service_ms for s in over.samples], 99),
             "other_failures": sum(1 for s in over.samples if not 200 <= s.status < 300 and s.status not in (*REJECTED, 504)),
             "deadline_exceeded": sum(1 for s in over.samples if s.status == 504),
         })

@@ -89,7 +89,7 @@ def test_case_round_trip_with_images(store: Store) -> None:
 def test_saving_a_case_twice_stores_it_once(store: Store) -> None:
     assert store.save_case(_case("same"))
     assert not store.save_case(_case("same"))
-    cases, total = store.list_cases(CaseQuery())
+    cases, total, _ = store.list_cases(CaseQuery())
     assert total == 1 and len(cases[0].images) == 2
 
 
@@ -98,16 +98,39 @@ def test_list_cases_filters_and_pages(store: Store) -> None:
     for i in range(7):
         verdict = "counterfeit" if i % 2 else "authentic"
         store.save_case(_case(f"c{i}", verdict, "aurelle" if i < 5 else "ormond", now - timedelta(days=i)))
-    page, total = store.list_cases(CaseQuery(limit=3))
+    page, total, _ = store.list_cases(CaseQuery(limit=3))
     assert total == 7 and [c.id for c in page] == ["c0", "c1", "c2"]
-    page, total = store.list_cases(CaseQuery(limit=3, offset=6))
+    page, total, _ = store.list_cases(CaseQuery(limit=3, offset=6))
     assert total == 7 and [c.id for c in page] == ["c6"]
-    page, total = store.list_cases(CaseQuery(verdict="counterfeit"))
+    page, total, _ = store.list_cases(CaseQuery(verdict="counterfeit"))
     assert total == 3 and {c.id for c in page} == {"c1", "c3", "c5"}
-    page, total = store.list_cases(CaseQuery(brand="ormond"))
+    page, total, _ = store.list_cases(CaseQuery(brand="ormond"))
     assert {c.id for c in page} == {"c5", "c6"}
-    page, total = store.list_cases(CaseQuery(since=now - timedelta(days=2, hours=1)))
+    page, total, _ = store.list_cases(CaseQuery(since=now - timedelta(days=2, hours=1)))
     assert {c.id for c in page} == {"c0", "c1", "c2"}
+
+
+def test_case_count_stops_at_the_count_limit(store: Store) -> None:
+    now = datetime.now(UTC)
+    for i in range(5):
+        store.save_case(_case(f"c{i}", when=now - timedelta(minutes=i)))
+    assert store.list_cases(CaseQuery(limit=2, count_limit=5))[1:] == (5, False)  # exactly the limit: not capped
+    page, total, capped = store.list_cases(CaseQuery(limit=2, count_limit=3))
+    assert [c.id for c in page] == ["c0", "c1"] and total == 3 and capped
+    assert store.list_cases(CaseQuery(brand="ormond", count_limit=3))[1:] == (0, False)
+
+
+def test_a_filtered_case_page_is_read_through_its_composite_index(tmp_path: Path) -> None:
+    """SQLite's plan for a brand/verdict/tenant page walks (column, created_at): no sort of every match."""
+    s = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    try:
+        with s.engine.connect() as connection:
+            for column in ("brand", "verdict", "tenant"):
+                plan = " ".join(str(row[-1]) for row in connection.execute(text(
+                    f"EXPLAIN QUERY PLAN SELECT id FROM cases WHERE {column} = 'x' ORDER BY created_at DESC LIMIT 5")))
+                assert f"ix_cases_{column}_created_at" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        s.close()
 
 
 def test_reports_are_stored_lazily(store: Store) -> None:

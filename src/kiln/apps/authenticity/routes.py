@@ -195,8 +195,8 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
     ) -> CaseList:
         query = CaseQuery(verdict=verdict.value if verdict else None, brand=brand, since=_day(since),
                           until=_day(until, end=True), limit=limit, offset=offset, tenant=tenant_filter(request))
-        rows, total = await asyncio.to_thread(store.list_cases, query)
-        return CaseList(total=total, limit=limit, offset=offset, cases=[
+        rows, total, capped = await asyncio.to_thread(store.list_cases, query)
+        return CaseList(total=total, total_capped=capped, limit=limit, offset=offset, cases=[
             CaseSummary(case_id=r.id, created_at=r.created_at, brand=r.brand, model=r.model, verdict=r.verdict,
                         confidence=r.confidence, case_url=f"{API}/cases/{r.id}", report_url=f"{API}/cases/{r.id}/report.html")
             for r in rows

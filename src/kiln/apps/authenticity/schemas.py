@@ -80,7 +80,8 @@ class CaseSummary(BaseModel):
 
 
 class CaseList(BaseModel):
-    total: int
+    total: int = Field(description="cases matching the filters, counted up to 10,000")
+    total_capped: bool = Field(default=False, description="more cases match than total says (counting stops at 10,000)")
     limit: int
     offset: int
     cases: list[CaseSummary]

@@ -158,6 +158,10 @@ class Backend(ABC):
     @abstractmethod
     def create_runner(self, directory: Path, manifest: EngineManifest, **options: Any) -> Runner: ...
 
+    def serving_options(self, device: str) -> dict[str, Any]:
+        """Runner options ``kiln serve`` uses unless a model's config sets them (``engine_options``)."""
+        return {}
+
     def check_precision(self, precision: Precision, device: str) -> None:
         supported = self.supported_precisions(device)
         if precision not in supported:

@@ -3,7 +3,7 @@
 SQLite (WAL mode) by default, PostgreSQL by URL (``postgresql+psycopg://``); the same tables on both.
 """
 
-from kiln.serve.store.database import CaseQuery, Store, open_store
+from kiln.serve.store.database import CasePage, CaseQuery, Store, open_store
 from kiln.serve.store.models import (
     ApiKeyRecord,
     Base,
@@ -13,4 +13,4 @@ from kiln.serve.store.models import (
     ReferenceRecord,
 )
 
-__all__ = ["ApiKeyRecord", "Base", "CaseImageRecord", "CaseQuery", "CaseRecord", "JobRecord", "ReferenceRecord", "Store", "open_store"]
+__all__ = ["ApiKeyRecord", "Base", "CaseImageRecord", "CasePage", "CaseQuery", "CaseRecord", "JobRecord", "ReferenceRecord", "Store", "open_store"]

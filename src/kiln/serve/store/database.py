@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
@@ -36,6 +36,13 @@ class CaseQuery:
     limit: int = 50
     offset: int = 0
     tenant: str | None = None  # only this tenant's cases (access control); None: every case
+    count_limit: int = 10_000  # the total is counted up to this many (counting every match grows with the table)
+
+
+class CasePage(NamedTuple):
+    cases: list[CaseRecord]
+    total: int  # matching cases, at most the query's count_limit
+    total_capped: bool  # more than count_limit match
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -138,8 +145,8 @@ class Store:
                 raise NotFoundError(f"case {case_id!r} not found")
             return case
 
-    def list_cases(self, query: CaseQuery) -> tuple[list[CaseRecord], int]:
-        """One page of cases, newest first, and the total matching the filters."""
+    def list_cases(self, query: CaseQuery) -> CasePage:
+        """One page of cases, newest first, and how many match the filters (counted up to ``count_limit``)."""
         conditions = []
         if query.verdict:
             conditions.append(CaseRecord.verdict == query.verdict)
@@ -152,12 +159,15 @@ class Store:
         if query.tenant is not None:
             conditions.append(CaseRecord.tenant == query.tenant)
         with self.session() as session:
-            total = session.scalar(select(func.count()).select_from(CaseRecord).where(*conditions)) or 0
+            # a bounded count: its cost stops growing with the table past count_limit matches
+            matching = select(CaseRecord.id).where(*conditions).limit(query.count_limit + 1).subquery()
+            total = int(session.scalar(select(func.count()).select_from(matching)) or 0)
             rows = session.scalars(
-                select(CaseRecord).where(*conditions).order_by(CaseRecord.created_at.desc(), CaseRecord.id)
+                select(CaseRecord)
+                .where(*conditions).order_by(CaseRecord.created_at.desc(), CaseRecord.id)
                 .limit(query.limit).offset(query.offset)
             ).all()
-            return list(rows), int(total)
+            return CasePage(list(rows), min(total, query.count_limit), total > query.count_limit)
 
     def case_tenant(self, case_id: str) -> str | None:
         """The tenant that created a case (None when made without access control)."""

@@ -25,16 +25,19 @@ class CaseRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     app: Mapped[str] = mapped_column(String(32), default="authenticity")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    brand: Mapped[str] = mapped_column(String(128), index=True)
+    brand: Mapped[str] = mapped_column(String(128))
     model: Mapped[str] = mapped_column(String(128))
-    verdict: Mapped[str] = mapped_column(String(32), index=True)
+    verdict: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[float] = mapped_column(Float)
     engine: Mapped[str] = mapped_column(String(256), default="")  # which engine (name, version) decided
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_html: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     report_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     # --- security (migration 0003): the tenant (API key owner) that created the case; NULL without access control
-    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    # the case list filters on one of these and pages newest first (migration 0004)
+    __table_args__ = tuple(Index(f"ix_cases_{column}_created_at", column, "created_at") for column in ("tenant", "brand", "verdict"))
 
     images: Mapped[list[CaseImageRecord]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="CaseImageRecord.position", lazy="selectin"

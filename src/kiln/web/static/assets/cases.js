@@ -53,10 +53,12 @@ async function load() {
           el("a", { href: c.report_url, target: "_blank", rel: "noopener", "aria-label": `HTML report of case ${c.case_id.slice(0, 8)}` }, "report"),
           el("a", { href: `${c.case_url}/report.pdf`, target: "_blank", rel: "noopener", "aria-label": `PDF certificate of case ${c.case_id.slice(0, 8)}` }, "PDF")))));
     $("cases").querySelector("tbody").replaceChildren(...rows);
-    const last = Math.min(page.total, offset + page.cases.length);
-    say($("count"), page.total ? `Cases ${offset + 1}–${last} of ${page.total}.` : "No cases match these filters yet. Authenticate an item to make one.");
+    const last = offset + page.cases.length;
+    // the server counts matches up to 10,000 (total_capped: more match)
+    const of = page.total_capped ? `${page.total.toLocaleString("en")}+` : page.total.toLocaleString("en");
+    say($("count"), page.total ? `Cases ${offset + 1}–${last} of ${of}.` : "No cases match these filters yet. Authenticate an item to make one.");
     $("prev").disabled = offset === 0;
-    $("next").disabled = last >= page.total;
+    $("next").disabled = page.total_capped ? page.cases.length < PAGE : last >= page.total;
   } catch (err) {
     say($("count"), "");
     showError(err.message);
