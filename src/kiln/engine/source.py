@@ -95,11 +95,13 @@ def source_sha256(source: ModelSource) -> str:
     return _source_hash(source)
 
 
-def external_data_files(path: Path) -> list[Path]:
-    """The files an ONNX model keeps its large tensors in (``location`` of external initializers), sorted."""
+def external_data_files(path: Path, model: Any = None) -> list[Path]:
+    """The files an ONNX model keeps its large tensors in (``location`` of external initializers), sorted;
+    ``model``: the graph already loaded from ``path`` (without its external data), so it is not read twice."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    if model is None:
+        model = onnx.load(str(path), load_external_data=False)
     locations = {
         entry.value
         for tensor in model.graph.initializer
@@ -110,10 +112,10 @@ def external_data_files(path: Path) -> list[Path]:
     return sorted(path.parent / location for location in locations)
 
 
-def onnx_sha256(path: Path) -> str:
+def onnx_sha256(path: Path, model: Any = None) -> str:
     """The graph file's hash, plus its external data files' when the weights live beside it."""
     try:
-        extra = external_data_files(path)
+        extra = external_data_files(path, model)
     except Exception:  # unreadable: the loader reports it; the hash is then of the bytes alone
         extra = []
     if not extra:
@@ -155,7 +157,7 @@ def _load_onnx(source: ModelSource) -> LoadedSource:
         raise KilnError(f"{path} is not a readable ONNX model: {exc}") from exc
     from onnx import helper
 
-    digest = onnx_sha256(path)  # also checks the external data files are there
+    digest = onnx_sha256(path, model)  # also checks the external data files are there
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
