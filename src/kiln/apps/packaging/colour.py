@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -150,38 +151,87 @@ def _unit_in_gamut(rgb: tuple[float, float, float], tolerance: float = 1e-6) -> 
 
 def lch_to_rgb8(lightness: float, chroma: float, hue: float) -> tuple[int, int, int]:
     """The sRGB colour of this lightness and hue with the most chroma up to ``chroma`` (gamut mapping
-    by chroma reduction keeps lightness and hue, which is what contrast and harmony depend on)."""
+    by chroma reduction keeps lightness and hue, which is what contrast and harmony depend on).
+
+    The same arithmetic as ``_lch_to_unit_rgb`` per chroma probed, with what the 16-step search does
+    not change (lightness, hue's cosine and sine, Y) computed once."""
     lightness = float(min(100.0, max(0.0, lightness)))
-    rgb = _lch_to_unit_rgb(lightness, chroma, hue)
-    if not _unit_in_gamut(rgb):
+    radians = math.radians(hue)
+    cos, sin = math.cos(radians), math.sin(radians)
+    fy = (lightness + 16) / 116
+    y = _f_inv_scalar(fy) * _WHITE_T[1]
+    (r0, r1, r2), (g0, g1, g2), (b0, b1, b2) = _XYZ_TO_RGB_T
+
+    def unit_rgb(c: float) -> tuple[float, float, float]:
+        x = _f_inv_scalar(fy + c * cos / 500) * _WHITE_T[0]
+        z = _f_inv_scalar(fy - c * sin / 200) * _WHITE_T[2]
+        return _compand(r0 * x + r1 * y + r2 * z), _compand(g0 * x + g1 * y + g2 * z), _compand(b0 * x + b1 * y + b2 * z)
+
+    low_limit, high_limit = -1e-6, 1 + 1e-6  # _unit_in_gamut's tolerance
+
+    def in_gamut(c: float) -> bool:  # channel by channel, stopping at the first outside
+        x = _f_inv_scalar(fy + c * cos / 500) * _WHITE_T[0]
+        z = _f_inv_scalar(fy - c * sin / 200) * _WHITE_T[2]
+        return (low_limit <= _compand(r0 * x + r1 * y + r2 * z) <= high_limit
+                and low_limit <= _compand(g0 * x + g1 * y + g2 * z) <= high_limit
+                and low_limit <= _compand(b0 * x + b1 * y + b2 * z) <= high_limit)
+
+    rgb = unit_rgb(chroma)
+    if not all(low_limit <= v <= high_limit for v in rgb):
         low, high = 0.0, float(chroma)
         for _ in range(16):
             middle = (low + high) / 2
-            if _unit_in_gamut(_lch_to_unit_rgb(lightness, middle, hue)):
+            if in_gamut(middle):
                 low = middle
             else:
                 high = middle
-        rgb = _lch_to_unit_rgb(lightness, low, hue)
+        rgb = unit_rgb(low)
     return tuple(int(min(255, max(0, round(v * 255.0)))) for v in rgb)  # type: ignore[return-value]
 
 
+_DELTA = 6 / 29
+_F_INV_SLOPE = 3 * _DELTA**2
+
+
+def _f_inv_scalar(t: float) -> float:
+    return t**3 if t > _DELTA else _F_INV_SLOPE * (t - 4 / 29)
+
+
+def _compand(linear: float) -> float:
+    return linear * 12.92 if linear <= 0.0031308 else 1.055 * max(linear, 0.0) ** (1 / 2.4) - 0.055
+
+
+# linear value of every 8-bit sRGB level, computed by srgb_to_linear itself so the scalar paths
+# below give exactly what the vectorised functions give for one colour
+_LINEAR_OF_8BIT = tuple(float(v) for v in srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0))
+_F_EPSILON = (6 / 29) ** 3
+_F_SLOPE = 3 * (6 / 29) ** 2
+
+
 @lru_cache(maxsize=8192)
-def _rgb8_to_lab_cached(rgb8: tuple[int, int, int]) -> tuple[float, float, float]:
-    lab = srgb_to_lab(rgb8_to_unit(rgb8))
-    return float(lab[0]), float(lab[1]), float(lab[2])
+def rgb8_to_lab_tuple(rgb8: tuple[int, int, int]) -> tuple[float, float, float]:
+    """CIELAB of one 8-bit colour as floats, equal to ``srgb_to_lab`` of it to the last bit.
+
+    Only the matrix product stays in numpy (its BLAS kernel fixes the rounding); the rest is the
+    same IEEE arithmetic in plain Python, several times cheaper than numpy on a 3-vector."""
+    linear = np.array((_LINEAR_OF_8BIT[rgb8[0]], _LINEAR_OF_8BIT[rgb8[1]], _LINEAR_OF_8BIT[rgb8[2]]))
+    scaled = (linear @ _RGB_TO_XYZ.T) / _WHITE
+    roots = np.cbrt(scaled).tolist()
+    fx, fy, fz = (root if t > _F_EPSILON else t / _F_SLOPE + 4 / 29 for t, root in zip(scaled.tolist(), roots, strict=True))
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
 
 
 def rgb8_to_lab(rgb8: tuple[int, int, int]) -> np.ndarray:
-    return np.array(_rgb8_to_lab_cached(tuple(int(v) for v in rgb8)))  # type: ignore[arg-type]
+    return np.array(rgb8_to_lab_tuple(tuple(int(v) for v in rgb8)))  # type: ignore[arg-type]
 
 
 def rgb8_to_lch(rgb8: tuple[int, int, int]) -> np.ndarray:
-    lightness, a, b = _rgb8_to_lab_cached(tuple(int(v) for v in rgb8))  # type: ignore[arg-type]
+    lightness, a, b = rgb8_to_lab_tuple(tuple(int(v) for v in rgb8))  # type: ignore[arg-type]
     return np.array([lightness, math.hypot(a, b), math.degrees(math.atan2(b, a)) % 360.0])
 
 
 # --- CIEDE2000 -------------------------------------------------------------------------------
-def delta_e_2000(lab1: np.ndarray, lab2: np.ndarray) -> float:
+def delta_e_2000(lab1: np.ndarray | Sequence[float], lab2: np.ndarray | Sequence[float]) -> float:
     """CIEDE2000 colour difference (Sharma, Wu & Dalal 2005), kL = kC = kH = 1."""
     l1, a1, b1 = (float(v) for v in lab1)
     l2, a2, b2 = (float(v) for v in lab2)
@@ -374,9 +424,18 @@ CVD_MATRICES: dict[str, np.ndarray] = {
 }
 
 
+
+
+def _linear_to_rgb8(linear: float) -> int:
+    """``unit_to_rgb8(linear_to_srgb(clip(linear)))`` for one channel, in plain Python."""
+    linear = min(max(linear, 0.0), 1.0)
+    value = linear * 12.92 if linear <= 0.0031308 else 1.055 * linear ** (1 / 2.4) - 0.055
+    return min(max(round(value * 255.0), 0), 255)  # round half to even, as np.rint
+
+
 @lru_cache(maxsize=8192)
 def simulate_cvd(rgb8: tuple[int, int, int], kind: str) -> tuple[int, int, int]:
     """How a colour appears with the given dichromacy (full severity)."""
-    linear = srgb_to_linear(rgb8_to_unit(rgb8))
-    simulated = np.clip(CVD_MATRICES[kind] @ linear, 0.0, 1.0)
-    return unit_to_rgb8(linear_to_srgb(simulated))
+    linear = np.array((_LINEAR_OF_8BIT[rgb8[0]], _LINEAR_OF_8BIT[rgb8[1]], _LINEAR_OF_8BIT[rgb8[2]]))
+    red, green, blue = (CVD_MATRICES[kind] @ linear).tolist()
+    return _linear_to_rgb8(red), _linear_to_rgb8(green), _linear_to_rgb8(blue)

@@ -427,20 +427,25 @@ def _describe(face: FontFace) -> str:
     return f"{face.id} ({kind}, x-height {face.x_height:.2f}, width {face.width:.2f}, stroke contrast {face.contrast:.1f})"
 
 
-def pair_fonts(
-    faces: list[FontFace],
-    heading_classes: tuple[str, ...],
-    body_classes: tuple[str, ...],
-    accent_classes: tuple[str, ...],
-    rng: np.random.Generator,
-    *,
-    needs_cjk: bool = False,
-) -> FontPairing:
-    """Score every heading × body combination; the seed picks among the three best."""
+_Candidate = tuple[float, str, str, str, FontFace, FontFace]
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    pool: tuple[FontFace, ...]
+    notes: tuple[str, ...]
+    top: tuple[_Candidate, ...]  # the best three heading × body pairs, best first
+
+
+@lru_cache(maxsize=256)
+def _rank_pairs(
+    faces: tuple[FontFace, ...], heading_classes: tuple[str, ...], body_classes: tuple[str, ...], needs_cjk: bool
+) -> _Ranking:
+    """Everything of a pairing that the seed does not choose; the same few inputs recur every request."""
     notes: list[str] = []
     pool = faces
     if needs_cjk:
-        cjk = [f for f in faces if f.cjk]
+        cjk = tuple(f for f in faces if f.cjk)
         if cjk:
             pool = cjk
             heading_classes = (*tuple(c for c in heading_classes if c.startswith("cjk")), "cjk_serif", "cjk_sans")
@@ -448,7 +453,7 @@ def pair_fonts(
         else:
             notes.append("the brief's text is Chinese but no CJK font is installed (apt-get install fonts-noto-cjk)")
     headings = [f for f in pool if f.weight >= 400]
-    bodies = [f for f in pool if 400 <= f.weight <= 500 and _body_legibility(f) > 0] or [f for f in pool if f.weight <= 500] or pool
+    bodies = [f for f in pool if 400 <= f.weight <= 500 and _body_legibility(f) > 0] or [f for f in pool if f.weight <= 500] or list(pool)
     cjk_penalty = 0.0 if needs_cjk else 0.15  # CJK faces' Latin glyphs are not their strength
     head_scores = sorted(
         ((_class_match(h, heading_classes) + (0.1 if h.weight >= 600 else 0.0) + _curation(h) - (cjk_penalty if h.cjk else 0.0), h.id, h)
@@ -461,7 +466,7 @@ def pair_fonts(
         key=lambda item: (-item[0], item[1]),
     )[:10]
     # pair bonuses are at most 0.3, so the ten best of each side hold the best pairs
-    candidates: list[tuple[float, str, str, str, FontFace, FontFace]] = []
+    candidates: list[_Candidate] = []
     for head_score, head_id, head in head_scores:
         for body_score, body_id, body in body_scores:
             if head.family == body.family and head.weight == body.weight:
@@ -476,13 +481,33 @@ def pair_fonts(
     if not candidates:
         raise KilnError("no heading/body font combination is available", status=503)
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
-    top = candidates[: min(3, len(candidates))]
+    return _Ranking(pool, tuple(notes), tuple(candidates[: min(3, len(candidates))]))
+
+
+@lru_cache(maxsize=1024)
+def _accent_options(pool: tuple[FontFace, ...], families: tuple[str, str], accent_classes: tuple[str, ...]) -> tuple[FontFace, ...]:
+    options = [f for f in pool if f.family not in families and _class_match(f, accent_classes) >= 0.99]
+    return tuple(sorted(options, key=lambda f: f.id))
+
+
+def pair_fonts(
+    faces: list[FontFace] | tuple[FontFace, ...],
+    heading_classes: tuple[str, ...],
+    body_classes: tuple[str, ...],
+    accent_classes: tuple[str, ...],
+    rng: np.random.Generator,
+    *,
+    needs_cjk: bool = False,
+) -> FontPairing:
+    """Score every heading × body combination; the seed picks among the three best."""
+    ranking = _rank_pairs(tuple(faces), tuple(heading_classes), tuple(body_classes), needs_cjk)
+    top = ranking.top
     score, _, _, relation, head, body = top[int(rng.integers(0, len(top)))]
     accent = None
     if accent_classes:
-        options = [f for f in pool if f.family not in (head.family, body.family) and _class_match(f, accent_classes) >= 0.99]
+        options = _accent_options(ranking.pool, (head.family, body.family), tuple(accent_classes))
         if options:
-            accent = sorted(options, key=lambda f: f.id)[int(rng.integers(0, len(options)))]
+            accent = options[int(rng.integers(0, len(options)))]
     diff = abs(head.x_height - body.x_height) / max(body.x_height, 1e-6)
     if relation == "contrast":
         why = f"serif against sans gives clear hierarchy; x-heights within {diff:.0%}"
@@ -493,4 +518,4 @@ def pair_fonts(
         if abs(head.contrast - body.contrast) > 0.5:
             why += f", stroke contrast {head.contrast:.1f} vs {body.contrast:.1f} separates name from text"
     reason = f"{_describe(head)} for the name over {_describe(body)} for text — {why}."
-    return FontPairing(head, body, accent, relation, reason, round(score, 3), tuple(notes))
+    return FontPairing(head, body, accent, relation, reason, round(score, 3), ranking.notes)

@@ -70,11 +70,12 @@ def overlap(boxes: list[Box]) -> float:
 def alignment(boxes: list[Box]) -> float:
     if len(boxes) < 2:
         return 0.0
-    lines = np.array([[b[0], b[1], (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2], b[3]] for b in boxes])
+    # plain Python: a handful of boxes, where numpy's per-call cost was most of the time
+    lines = [(b[0], b[1], (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2], b[3]) for b in boxes]
     total = 0.0
-    for i in range(len(boxes)):
-        others = np.delete(lines, i, axis=0)
-        gaps = np.abs(others - lines[i]).min(axis=0)  # per alignment line: nearest other element
+    for i, line in enumerate(lines):
+        others = lines[:i] + lines[i + 1 :]
+        gaps = [min(abs(other[k] - line[k]) for other in others) for k in range(6)]  # per line: nearest other element
         total += min(-math.log(1.0 - min(float(g), 0.999999)) for g in gaps)
     return total
 
@@ -113,7 +114,8 @@ def layout_metrics(
     covered = float(mask.sum())
     occlusion = float(saliency[mask].sum() / covered) if covered else 0.0
     free = 1.0 - saliency
-    utilization = float((free * mask).sum() / free.sum()) if free.sum() > 0 else 0.0
+    free_total = free.sum()
+    utilization = float((free * mask).sum() / free_total) if free_total > 0 else 0.0
     unreadability = None
     if gradient is not None and text_boxes:
         text_mask = box_mask([b for b in text_boxes if _area(b) >= MIN_AREA], gradient.shape)

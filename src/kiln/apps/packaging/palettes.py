@@ -35,7 +35,7 @@ from kiln.apps.packaging.colour import (
     lch_to_rgb8,
     parse_hex,
     relative_luminance,
-    rgb8_to_lab,
+    rgb8_to_lab_tuple,
     rgb8_to_lch,
     simulate_cvd,
     to_hex,
@@ -363,9 +363,9 @@ def generate_palette(
 # --- reporting ---------------------------------------------------------------------------------
 def brand_distances(palette: Palette, brand: list[BrandColour]) -> dict[str, dict[str, float]]:
     """ΔE2000 from every palette colour to every brand colour."""
-    labs = {c.hex: rgb8_to_lab(c.rgb) for c in brand}
+    labs = {c.hex: rgb8_to_lab_tuple(c.rgb) for c in brand}
     return {
-        role: {hex_: round(delta_e_2000(rgb8_to_lab(rgb), lab), 2) for hex_, lab in labs.items()}
+        role: {hex_: round(delta_e_2000(rgb8_to_lab_tuple(rgb), lab), 2) for hex_, lab in labs.items()}
         for role, rgb in palette.colours.items()
     }
 
@@ -388,7 +388,7 @@ def colour_blindness_check(palette: Palette) -> dict[str, Any]:
             for p in palette.pairs
         ]
         distances = [
-            (round(delta_e_2000(rgb8_to_lab(simulated[a]), rgb8_to_lab(simulated[b])), 2), f"{a}/{b}")
+            (round(delta_e_2000(rgb8_to_lab_tuple(simulated[a]), rgb8_to_lab_tuple(simulated[b])), 2), f"{a}/{b}")
             for a, b in _DISTINGUISH
         ]
         smallest = min(distances)

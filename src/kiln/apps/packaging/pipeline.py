@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from PIL import Image
 
 from kiln.apps.packaging import exports, render
 from kiln.apps.packaging.brief import BriefIn
-from kiln.apps.packaging.colour import cmyk_converter, rgb8_to_lab, to_hex
+from kiln.apps.packaging.colour import cmyk_converter, rgb8_to_lab_tuple, to_hex
 from kiln.apps.packaging.encoder import tokenizer
 from kiln.apps.packaging.engines import ENCODER_MODEL, SCORER_MODEL
 from kiln.apps.packaging.fonts import FontFace, font_library, pair_fonts
@@ -96,11 +97,30 @@ def encoder_text(brief: BriefIn, matches: list[Match]) -> str:
     return ", ".join(parts) or "product packaging"
 
 
+@dataclass(frozen=True)
+class PanelImage:
+    """The main reference image as the panel shows it, and what the layout reads from it."""
+
+    image: Image.Image  # cover-fit to the panel's aspect
+    saliency: np.ndarray  # on the layout grid, [h, w] in [0, 1]
+    gradient: np.ndarray  # Sobel magnitude on the same grid
+
+
+def panel_image(image: Image.Image, panel: tuple[float, float]) -> PanelImage:
+    shape = grid_shape(panel)
+    main = cover_fit(image, panel[1] / panel[0])
+    saliency = saliency_map(main, (shape[1], shape[0]))
+    grey = np.asarray(main.convert("L").resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float64)
+    return PanelImage(main, saliency, gradient_map(grey))
+
+
 @dataclass
 class _Prepared:
     brief: BriefIn
     images: list[Image.Image]
     digests: list[str]
+    uploads: list[StoredImage | None]  # where an image came as an id: what it keeps
+    main: PanelImage | None = None  # the first image on the panel
 
 
 class PackagingService:
@@ -176,7 +196,9 @@ class PackagingService:
         return {"id": image_id, "width": width, "height": height}
 
     def _prepare(self, brief: BriefIn) -> _Prepared:
-        images, digests = [], []
+        images: list[Image.Image] = []
+        digests: list[str] = []
+        uploads: list[StoredImage | None] = []
         for index, ref in enumerate(brief.reference_images):
             name = f"reference_images[{index}]"
             if ref.startswith("img_"):
@@ -186,30 +208,70 @@ class PackagingService:
                     raise NotFoundError(f"{name}: no uploaded image {ref!r}", hint="upload it again with POST /v1/packaging/images") from exc
                 images.append(stored.image)
                 digests.append(stored.digest)
+                uploads.append(stored)
             else:
                 images.append(decode_data_url(ref, name=name, device=self.decode_on))
-                digests.append(hashlib.sha256(ref.encode()).hexdigest())
-        return _Prepared(brief, images, digests)
+                digests.append("")  # filled in by recommend, which hashes the data URLs meanwhile
+                uploads.append(None)
+        return _Prepared(brief, images, digests, uploads)
+
+    @staticmethod
+    def _features(prepared: _Prepared) -> np.ndarray:
+        """The style scorer's input, one row per image (an uploaded image keeps its row)."""
+        rows = [image_features(image) if stored is None else stored.derived("features", partial(image_features, image))
+                for image, stored in zip(prepared.images, prepared.uploads, strict=True)]
+        return np.stack(rows)
+
+    @staticmethod
+    def _panel_image(prepared: _Prepared) -> PanelImage:
+        """The first image fitted to the panel, with its saliency and gradient (kept by an upload per panel size)."""
+        panel = (prepared.brief.panel.width_mm, prepared.brief.panel.height_mm)
+        stored = prepared.uploads[0]
+        if stored is None:
+            return panel_image(prepared.images[0], panel)
+        return stored.derived(("panel", panel), partial(panel_image, prepared.images[0], panel))
 
     # --- recommend -------------------------------------------------------------------------------
     async def recommend(self, brief: BriefIn, *, base_url: str = "/v1/packaging") -> tuple[dict[str, Any], dict[str, float]]:
-        """The response body and timings (ms) per stage."""
+        """The response body and timings (ms) per stage.
+
+        What needs only the brief's text (lexicon, encoder) runs beside what needs only its images:
+        the decode and the data URLs' digests, then the style score and the main image's saliency
+        side by side. So the stages overlap: "encoder" with "images", "style_score" and "saliency"."""
         if self.style_embeddings is None:
             raise UnavailableError("the packaging app is still starting (embedding the style taxonomy)", retry_after_s=2)
+        style_embeddings = self.style_embeddings
         timings = StageTimings()
-        with timings.measure("images"):
-            prepared = await asyncio.to_thread(self._prepare, brief) if brief.reference_images else _Prepared(brief, [], [])
-        with timings.measure("encoder"):
-            segmentation = default_lexicon().segment(brief.text_for_lexicon())
-            text = encoder_text(brief, segmentation.matches)
-            brief_vector = await self._embed_brief(text)
-            similarities = self.style_embeddings @ brief_vector
-        with timings.measure("style_score"):
-            image_scores = None
-            if prepared.images:
-                features = np.stack([image_features(im) for im in prepared.images])
+
+        async def style_score(prepared: _Prepared) -> np.ndarray:
+            with timings.measure("style_score"):
+                features = await asyncio.to_thread(self._features, prepared)
                 probabilities = (await self.inference.infer(SCORER_MODEL, {"features": features}))["probabilities"]
-                image_scores = np.asarray(probabilities, dtype=np.float64).mean(0)
+                return np.asarray(probabilities, dtype=np.float64).mean(0)
+
+        async def saliency(prepared: _Prepared) -> PanelImage:
+            with timings.measure("saliency"):
+                return await asyncio.to_thread(self._panel_image, prepared)
+
+        async def images() -> tuple[_Prepared, np.ndarray | None]:
+            if not brief.reference_images:
+                return _Prepared(brief, [], [], []), None
+            with timings.measure("images"):
+                # hashlib releases the GIL on large inputs: the digests cost no time next to the decode
+                prepared, url_digests = await asyncio.gather(
+                    asyncio.to_thread(self._prepare, brief), asyncio.to_thread(_data_url_digests, brief.reference_images))
+            prepared.digests = [d or u for d, u in zip(prepared.digests, url_digests, strict=True)]
+            image_scores, prepared.main = await asyncio.gather(style_score(prepared), saliency(prepared))
+            return prepared, image_scores
+
+        async def encoder() -> tuple[Any, str, np.ndarray]:
+            with timings.measure("encoder"):
+                segmentation = default_lexicon().segment(brief.text_for_lexicon())
+                text = encoder_text(brief, segmentation.matches)
+                brief_vector = await self._embed_brief(text)
+                return segmentation, text, style_embeddings @ brief_vector
+
+        (prepared, image_scores), (segmentation, text, similarities) = await asyncio.gather(images(), encoder())
         with timings.measure("directions"):
             fits = rank_styles(segmentation.matches, similarities, image_scores)[: brief.count]
             key = _result_key(brief, prepared.digests)
@@ -236,14 +298,9 @@ class PackagingService:
     ) -> tuple[dict[str, Any], list[StoredDirection]]:
         brief = prepared.brief
         panel = (brief.panel.width_mm, brief.panel.height_mm)
-        aspect = panel[1] / panel[0]
-        shape = grid_shape(panel)
-        main, saliency, gradient = None, None, None
-        if prepared.images:
-            main = cover_fit(prepared.images[0], aspect)
-            saliency = saliency_map(main, (shape[1], shape[0]))
-            grey = np.asarray(main.convert("L").resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float64)
-            gradient = gradient_map(grey)
+        main = prepared.main.image if prepared.main else None
+        saliency = prepared.main.saliency if prepared.main else None
+        gradient = prepared.main.gradient if prepared.main else None
         intent = colour_intent(matches)
         brand = [BrandColour(c.hex, c.locked) for c in brief.brand_colors]
         texts = _panel_texts(brief)
@@ -353,6 +410,12 @@ def reference_decode_device(setting: str, scorer_device: str) -> str | None:
     return None
 
 
+def _data_url_digests(references: list[str]) -> list[str]:
+    """SHA-256 of each data URL as sent (the result key's name for the image); "" for uploaded ids."""
+    # surrogatepass: a malformed URL must fail in the decoder (a 400 naming it), never here
+    return ["" if ref.startswith("img_") else hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest() for ref in references]
+
+
 def _result_key(brief: BriefIn, digests: list[str]) -> str:
     canonical = brief.model_dump(mode="json")
     canonical["reference_images"] = digests
@@ -380,7 +443,7 @@ def _palette_dict(palette: Palette, brand: list[BrandColour], converter: Any, st
     distances = brand_distances(palette, brand) if brand else {}
     entries = []
     for role, rgb, cmyk_values in zip(ROLES, colours, cmyk, strict=True):
-        lab = rgb8_to_lab(rgb)
+        lab = rgb8_to_lab_tuple(rgb)
         entries.append({
             "role": role,
             "hex": to_hex(rgb),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +18,8 @@ from PIL import Image
 from kiln.errors import NotFoundError
 
 T = TypeVar("T")
+V = TypeVar("V")
+MAX_DERIVED = 8  # values kept per uploaded image (one per panel size a brief used, and the features)
 
 
 class LruStore(Generic[T]):
@@ -69,3 +72,17 @@ class StoredImage:
     width: int  # original size
     height: int
     digest: str  # sha256 of the uploaded bytes
+    # what briefs compute from the image alone (scorer features, the image fitted to a panel), by name
+    computed: dict[Hashable, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def derived(self, key: Hashable, compute: Callable[[], V]) -> V:
+        """``compute()`` the first time a key is asked for, the kept value after (it must not be mutated)."""
+        with self.lock:
+            if key in self.computed:
+                return self.computed[key]  # type: ignore[no-any-return]
+        value = compute()  # outside the lock: two briefs computing the same value at once is harmless
+        with self.lock:
+            if len(self.computed) >= MAX_DERIVED:
+                return value
+            return self.computed.setdefault(key, value)  # type: ignore[no-any-return]
