@@ -20,6 +20,13 @@ def test_short_soak_and_overload(server: Server) -> None:
     assert soak["requests"] > 0 and soak["p99_first_ms"] is not None and soak["rss_start_mb"] > 0
     assert soak["timeline"] and sum(row["requests"] for row in soak["timeline"]) == soak["requests"]
     assert {"server_cpu_pct", "loadgen_cpu_pct", "others_cpu_pct"} <= set(soak)
+    # every new connection is counted once, in the bucket it was opened in
+    assert soak["connections_opened"] == sum(row["connections_opened"] for row in soak["timeline"])
+    # the soak holds 80 % of the calibrated maximum, which is the rate of the clean check
+    clean = [step for step in result["calibration"] if step["clean"]]
+    if clean:
+        assert abs(clean[-1]["rate"] - result["max_throughput_rps"]) < 0.01
+        assert abs(soak["rate"] - 0.8 * result["max_throughput_rps"]) < 0.01
     assert "accepted_inference_over_timeout_from_send" in over and all("clean" in step for step in result["calibration"])
     for phase in (soak, over, recovery):  # under any load: answers or fast refusals, never a server error
         bad = {code: n for code, n in phase["statuses"].items() if code not in ("200", "429", "503", "504")}

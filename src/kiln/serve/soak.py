@@ -61,6 +61,7 @@ class PhaseResult:
     rate: float | None
     duration_s: float
     samples: list[Sample]
+    connections_opened: list[float] = field(default_factory=list)  # seconds since the phase started, one per new connection
 
     def latencies(self, window: tuple[float, float] | None = None, ok_only: bool = True) -> list[float]:
         return [s.latency_ms for s in self.samples
@@ -75,6 +76,7 @@ class PhaseResult:
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "errors": sum(v for k, v in statuses.items() if not 200 <= k < 300),
             "refusal_reasons": dict(Counter(s.reason for s in self.samples if s.status in REJECTED).most_common(5)),
+            "connections_opened": len(self.connections_opened),
             "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
             "by_call": {name: {"requests": n, "p99_ms": _pct([s.latency_ms for s in self.samples if s.call == name and 200 <= s.status < 300], 99)}
                         for name, n in sorted(Counter(s.call for s in self.samples).items())},
@@ -167,6 +169,10 @@ class _PoolWait(SimpleNamespace):
     async def dequeued(session: Any, context: SimpleNamespace, params: Any) -> None:
         context.marks["dequeued"] = time.perf_counter()
 
+    @staticmethod
+    async def connected(session: Any, context: SimpleNamespace, params: Any) -> None:
+        context.marks["connected"] = time.perf_counter()
+
 
 def _error_message(body: bytes) -> str:
     try:
@@ -200,6 +206,7 @@ class Driver:
         self.rng = random.Random(seed)
         self.headers = headers
         self.client_timeout_s = client_timeout_s
+        self.opened: list[float] = []  # new connections of the running phase (seconds since its start)
         self.session = self._session()
 
     def _session(self) -> Any:
@@ -210,6 +217,7 @@ class Driver:
         # keep-alive (5 s) closes them under the client.
         trace = aiohttp.TraceConfig(trace_config_ctx_factory=_PoolWait)
         trace.on_connection_queued_end.append(_PoolWait.dequeued)
+        trace.on_connection_create_end.append(_PoolWait.connected)
         return aiohttp.ClientSession(headers=self.headers, trace_configs=[trace],
                                      connector=aiohttp.TCPConnector(limit=_pool_size(), keepalive_timeout=2.0),
                                      timeout=aiohttp.ClientTimeout(total=self.client_timeout_s))
@@ -241,6 +249,8 @@ class Driver:
             status = 0
         done = time.perf_counter()
         sent = max(sent, pool.get("dequeued", sent))  # a wait for a free connection is the client's, not the server's
+        if "connected" in pool:
+            self.opened.append(pool["connected"] - origin)
         samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3, reason))
 
     async def closed(self, concurrency: int, duration_s: float) -> PhaseResult:
@@ -252,8 +262,9 @@ class Driver:
             while (now := time.perf_counter()) < end:
                 await self.one(self.pick(), now, origin, samples)
 
+        self.opened = []
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        return PhaseResult(f"closed-{concurrency}", None, time.perf_counter() - origin, samples)
+        return PhaseResult(f"closed-{concurrency}", None, time.perf_counter() - origin, samples, self.opened)
 
     async def open(self, name: str, rate: float, duration_s: float, *, tick: Callable[[float], None] | None = None) -> PhaseResult:
         """Requests start at ``rate`` per second whatever the server does (latency from the scheduled start)."""
@@ -261,6 +272,7 @@ class Driver:
         tasks: set[asyncio.Task[None]] = set()
         origin = time.perf_counter()
         count = int(rate * duration_s)
+        self.opened = []
         next_tick = 1.0
         for i in range(count):
             scheduled = origin + i / rate
@@ -275,7 +287,7 @@ class Driver:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
-        return PhaseResult(name, rate, max(duration_s, time.perf_counter() - origin), samples)
+        return PhaseResult(name, rate, max(duration_s, time.perf_counter() - origin), samples, self.opened)
 
     async def close(self) -> None:
         await self.session.close()
@@ -346,7 +358,8 @@ def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[di
                                "errors": sum(1 for s in inside if not 200 <= s.status < 300),
                                "refusal_reasons": dict(Counter(s.reason for s in inside if s.status in REJECTED).most_common(3)),
                                "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
-                               "p99_service_ms": _pct([s.service_ms for s in inside if 200 <= s.status < 300], 99)}
+                               "p99_service_ms": _pct([s.service_ms for s in inside if 200 <= s.status < 300], 99),
+                               "connections_opened": sum(1 for t in phase.connections_opened if start <= t < end)}
         points = [u for u in usage if start <= u.at <= end]
         rss = [u.rss for u in points if u.rss is not None]
         if rss:
@@ -414,25 +427,28 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
             raise KilnError("no request succeeded while probing the maximum throughput", hint="check the server and --key")
         result["probe_max_rps"] = max_rps
         result["probes"] = probes
-        # the maximum the server sustains in open loop: step down until 80 % of it runs clean for
-        # calibration_s (no refusal, p99 under a quarter of the timeout); a closed-loop probe overstates
-        # what an open-loop arrival stream of the same mix can keep up with
+        # the maximum the server sustains in open loop (a closed-loop probe overstates what an open-loop arrival
+        # stream of the same mix can keep up with): from the probe's best, step down by 15 % until a rate runs
+        # clean for calibration_s (no refusal, p99 under a quarter of the timeout). That rate is the maximum,
+        # and the soak holds load_factor (80 %) of it. (Until 2026-12-04 the check ran at 80 % of each
+        # candidate and the soak at the first clean check's rate: the sustained maximum itself, no headroom.)
         calibration = []
         for _ in range(settings.calibration_steps):
             checked: list[Usage] = []
-            check = await driver.open("calibrate", settings.load_factor * max_rps, settings.calibration_s,
+            check = await driver.open("calibrate", max_rps, settings.calibration_s,
                                       tick=functools.partial(_record_usage, checked, settings.pid))
             summary = check.summary()
             clean = summary["errors"] == 0 and (summary["p99_ms"] or 0) < settings.timeout_us / 4e3
             cpu = {k: v for k, v in (timeline(check, check.duration_s + 1, checked) or [{}])[0].items() if "cpu" in k}
-            calibration.append({"rate": round(settings.load_factor * max_rps, 2), "errors": summary["errors"],
+            calibration.append({"rate": round(max_rps, 2), "errors": summary["errors"],
                                 "p99_ms": summary["p99_ms"], "clean": clean, **cpu})
-            report(f"calibrate at {settings.load_factor * max_rps:.1f} req/s for {settings.calibration_s:g} s: "
+            report(f"calibrate at {max_rps:.1f} req/s for {settings.calibration_s:g} s: "
                    f"{summary['errors']} errors, p99 {summary['p99_ms']} ms"
                    + (f", other jobs' CPU {cpu['others_cpu_pct']} %" if "others_cpu_pct" in cpu else "") + ("" if clean else " → lower"))
             if clean:
                 break
             max_rps *= 0.85
+            await asyncio.sleep(2.0)  # let the refused phase's backlog drain before the next check
         result["calibration"] = calibration
         result["max_throughput_rps"] = round(max_rps, 2)
         # 2. soak at 80 % with memory samples
@@ -466,7 +482,8 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         report(f"soak: {summary['requests']} requests, {summary['errors']} errors, p99 first {summary['p99_first_ms']} ms, "
                f"last {summary['p99_last_ms']} ms" + (f", RSS {summary['rss_start_mb']} → {summary['rss_end_mb']} MB" if rss else ""))
         for row in summary["timeline"]:
-            report(f"  from {row['from_s']:5.0f} s: {row['requests']} requests, {row['errors']} errors, p99 {row['p99_ms']} ms"
+            report(f"  from {row['from_s']:5.0f} s: {row['requests']} requests, {row['errors']} errors, p99 {row['p99_ms']} ms, "
+                   f"{row['connections_opened']} new connections"
                    + (f", CPU ms/request {row['server_cpu_ms_per_request']}" if "server_cpu_ms_per_request" in row else "")
                    + (f", others {row['others_cpu_pct']} %" if "others_cpu_pct" in row else ""))
         # 3. overload at 3×, then recovery at half the maximum
