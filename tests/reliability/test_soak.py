@@ -27,6 +27,10 @@ def test_short_soak_and_overload(server: Server) -> None:
     if clean:
         assert abs(clean[-1]["rate"] - result["max_throughput_rps"]) < 0.01
         assert abs(soak["rate"] - 0.8 * result["max_throughput_rps"]) < 0.01
+    for phase in (soak, over, recovery):  # when the refusals of a phase happened: its first and last, within the phase
+        at = phase["errors_at_s"]
+        assert (at is None) == (phase["errors"] == 0)
+        assert at is None or 0 <= at[0] <= at[1] <= phase["duration_s"]
     assert "accepted_inference_over_timeout_from_send" in over and all("clean" in step for step in result["calibration"])
     for phase in (soak, over, recovery):  # under any load: answers or fast refusals, never a server error
         bad = {code: n for code, n in phase["statuses"].items() if code not in ("200", "429", "503", "504")}

@@ -77,10 +77,16 @@ class PhaseResult:
             "errors": sum(v for k, v in statuses.items() if not 200 <= k < 300),
             "refusal_reasons": dict(Counter(s.reason for s in self.samples if s.status in REJECTED).most_common(5)),
             "connections_opened": len(self.connections_opened),
+            "errors_at_s": _first_last([s.at for s in self.samples if not 200 <= s.status < 300]),
             "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
             "by_call": {name: {"requests": n, "p99_ms": _pct([s.latency_ms for s in self.samples if s.call == name and 200 <= s.status < 300], 99)}
                         for name, n in sorted(Counter(s.call for s in self.samples).items())},
         }
+
+
+def _first_last(times: list[float]) -> list[float] | None:
+    """When the first and the last of some samples happened (seconds since the phase started), or None."""
+    return [round(min(times), 2), round(max(times), 2)] if times else None
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -451,6 +457,7 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
             await asyncio.sleep(2.0)  # let the refused phase's backlog drain before the next check
         result["calibration"] = calibration
         result["max_throughput_rps"] = round(max_rps, 2)
+        await asyncio.sleep(5.0)  # the last check ran at the maximum: let its queues drain before the soak starts
         # 2. soak at 80 % with memory samples
         rate = settings.load_factor * max_rps
         rss: list[tuple[float, int]] = []
@@ -527,7 +534,7 @@ def verdict(result: dict[str, Any]) -> list[str]:
     problems = []
     soak = result["soak"]
     if soak["errors"]:
-        problems.append(f"soak had {soak['errors']} errors: {soak['statuses']}")
+        problems.append(f"soak had {soak['errors']} errors: {soak['statuses']}, between {soak['errors_at_s']} s")
     if soak.get("rss_growth_pct") is not None and soak["rss_growth_pct"] >= 10:
         problems.append(f"resident memory grew {soak['rss_growth_pct']} %")
     over = result["overload"]
