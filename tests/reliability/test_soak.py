@@ -20,7 +20,7 @@ def test_short_soak_and_overload(server: Server) -> None:
     assert soak["requests"] > 0 and soak["p99_first_ms"] is not None and soak["rss_start_mb"] > 0
     assert soak["timeline"] and sum(row["requests"] for row in soak["timeline"]) == soak["requests"]
     assert {"server_cpu_pct", "loadgen_cpu_pct", "others_cpu_pct"} <= set(soak)
-    # every new connection is counted once, in the bucket it was opened in
+    # every new connection is counted once, in the bucket of the request that opened it
     assert soak["connections_opened"] == sum(row["connections_opened"] for row in soak["timeline"])
     # the soak holds 80 % of the calibrated maximum, which is the rate of the clean check
     clean = [step for step in result["calibration"] if step["clean"]]

@@ -53,6 +53,7 @@ class Sample:
     latency_ms: float  # from the scheduled start (includes any lag of the load generator)
     service_ms: float  # from the moment the request was sent
     reason: str = ""  # for refusals (429/503): the start of the server's error message, which names the limit
+    opened_connection: bool = False  # the client opened a new connection for this request (none was free in the pool)
 
 
 @dataclass
@@ -61,7 +62,6 @@ class PhaseResult:
     rate: float | None
     duration_s: float
     samples: list[Sample]
-    connections_opened: list[float] = field(default_factory=list)  # seconds since the phase started, one per new connection
 
     def latencies(self, window: tuple[float, float] | None = None, ok_only: bool = True) -> list[float]:
         return [s.latency_ms for s in self.samples
@@ -76,7 +76,7 @@ class PhaseResult:
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "errors": sum(v for k, v in statuses.items() if not 200 <= k < 300),
             "refusal_reasons": dict(Counter(s.reason for s in self.samples if s.status in REJECTED).most_common(5)),
-            "connections_opened": len(self.connections_opened),
+            "connections_opened": sum(s.opened_connection for s in self.samples),
             "errors_at_s": _first_last([s.at for s in self.samples if not 200 <= s.status < 300]),
             "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
             "by_call": {name: {"requests": n, "p99_ms": _pct([s.latency_ms for s in self.samples if s.call == name and 200 <= s.status < 300], 99)}
@@ -212,7 +212,6 @@ class Driver:
         self.rng = random.Random(seed)
         self.headers = headers
         self.client_timeout_s = client_timeout_s
-        self.opened: list[float] = []  # new connections of the running phase (seconds since its start)
         self.session = self._session()
 
     def _session(self) -> Any:
@@ -255,9 +254,8 @@ class Driver:
             status = 0
         done = time.perf_counter()
         sent = max(sent, pool.get("dequeued", sent))  # a wait for a free connection is the client's, not the server's
-        if "connected" in pool:
-            self.opened.append(pool["connected"] - origin)
-        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3, reason))
+        samples.append(Sample(scheduled - origin, call.name, status, (done - scheduled) * 1e3, (done - sent) * 1e3, reason,
+                              "connected" in pool))
 
     async def closed(self, concurrency: int, duration_s: float) -> PhaseResult:
         samples: list[Sample] = []
@@ -268,9 +266,8 @@ class Driver:
             while (now := time.perf_counter()) < end:
                 await self.one(self.pick(), now, origin, samples)
 
-        self.opened = []
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        return PhaseResult(f"closed-{concurrency}", None, time.perf_counter() - origin, samples, self.opened)
+        return PhaseResult(f"closed-{concurrency}", None, time.perf_counter() - origin, samples)
 
     async def open(self, name: str, rate: float, duration_s: float, *, tick: Callable[[float], None] | None = None) -> PhaseResult:
         """Requests start at ``rate`` per second whatever the server does (latency from the scheduled start)."""
@@ -278,7 +275,6 @@ class Driver:
         tasks: set[asyncio.Task[None]] = set()
         origin = time.perf_counter()
         count = int(rate * duration_s)
-        self.opened = []
         next_tick = 1.0
         for i in range(count):
             scheduled = origin + i / rate
@@ -293,7 +289,7 @@ class Driver:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
-        return PhaseResult(name, rate, max(duration_s, time.perf_counter() - origin), samples, self.opened)
+        return PhaseResult(name, rate, max(duration_s, time.perf_counter() - origin), samples)
 
     async def close(self) -> None:
         await self.session.close()
@@ -365,7 +361,7 @@ def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[di
                                "refusal_reasons": dict(Counter(s.reason for s in inside if s.status in REJECTED).most_common(3)),
                                "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99),
                                "p99_service_ms": _pct([s.service_ms for s in inside if 200 <= s.status < 300], 99),
-                               "connections_opened": sum(1 for t in phase.connections_opened if start <= t < end)}
+                               "connections_opened": sum(s.opened_connection for s in inside)}
         points = [u for u in usage if start <= u.at <= end]
         rss = [u.rss for u in points if u.rss is not None]
         if rss:
@@ -436,8 +432,7 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         # the maximum the server sustains in open loop (a closed-loop probe overstates what an open-loop arrival
         # stream of the same mix can keep up with): from the probe's best, step down by 15 % until a rate runs
         # clean for calibration_s (no refusal, p99 under a quarter of the timeout). That rate is the maximum,
-        # and the soak holds load_factor (80 %) of it. (Until 2026-12-04 the check ran at 80 % of each
-        # candidate and the soak at the first clean check's rate: the sustained maximum itself, no headroom.)
+        # and the soak holds load_factor (80 %) of it
         calibration = []
         for _ in range(settings.calibration_steps):
             checked: list[Usage] = []
