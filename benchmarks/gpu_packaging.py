@@ -51,6 +51,9 @@ def detailed_twelve_megapixel_jpeg() -> bytes:
     return buffer.getvalue()
 
 
+PANEL = (100.0, 150.0)  # the brief's default panel (width, height mm)
+
+
 def stats(samples: list[float]) -> dict[str, Any]:
     return {"n": len(samples), "p50_ms": percentile(samples, 50), "p95_ms": percentile(samples, 95),
             "p99_ms": percentile(samples, 99), "mean_ms": round(statistics.fmean(samples), 3) if samples else None}
@@ -76,10 +79,11 @@ def main() -> None:
     })
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
+    from kiln.apps.packaging import tensor_image
     from kiln.apps.packaging.brief import BriefIn
     from kiln.apps.packaging.engines import ENCODER_MODEL, SCORER_MODEL, build_engines
-    from kiln.apps.packaging.pipeline import PackagingService
-    from kiln.apps.packaging.references import decode_reference
+    from kiln.apps.packaging.pipeline import PackagingService, panel_image, panel_image_from_tensor
+    from kiln.apps.packaging.references import decode, decode_reference
     from kiln.apps.packaging.stylescore import image_features
     from kiln.engine.artifact import EngineCache
     from kiln.serve.context import DirectInference
@@ -88,8 +92,9 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "versions": versions(),
+        "ort_threads": os.environ.get("KILN_ORT_THREADS") or "onnxruntime's default (one per core)",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "method": "in-process PackagingService.recommend (as benchmarks/packaging_bench.py), 4 directions, the 12 MP JPEG as a "
+        "method": "in-process PackagingService.recommend (as benchmarks/packaging_bench.py) with kiln serve's engine options, 4 directions, the 12 MP JPEG as a "
                   "data URL in the brief, distinct keywords per call; one call at a time",
     }
     try:
@@ -99,7 +104,8 @@ def main() -> None:
         report = build_engines(repo, cache=EngineCache(work / "cache"), scorer_device=args.device)
         result["build_s"] = round(time.perf_counter() - started, 1)
         result["engines"] = report.as_dict()["engines"]
-        inference = DirectInference.from_dirs({m: repo / m / "1" for m in (ENCODER_MODEL, SCORER_MODEL)})
+        # the runner options kiln serve uses (CPU onnxruntime threads sleep between calls instead of spinning)
+        inference = DirectInference.from_dirs({m: repo / m / "1" for m in (ENCODER_MODEL, SCORER_MODEL)}, serving=True)
         service = PackagingService(inference)
         asyncio.run(service.startup())
         if args.device == "cpu":
@@ -148,6 +154,12 @@ def main() -> None:
         working = decode_reference(images["smooth"])
         features = image_features(working)[None]
         components["image_features_cpu"] = stats(timed(lambda: image_features(working), 20))
+        components["panel_image_cpu"] = stats(timed(lambda: panel_image(working, PANEL), 20))
+        on_device = decode(images["smooth"], device=device_decode)
+        if on_device.tensor is not None:  # the maps of an image decoded on the device, computed there
+            components[f"image_features_on_{device_decode}"] = stats(timed(lambda: tensor_image.image_features(on_device.tensor), 20))
+            components[f"panel_image_on_{device_decode}"] = stats(
+                timed(lambda: panel_image_from_tensor(on_device.image, on_device.tensor, PANEL), 20))
         components["style_scorer_engine"] = stats(timed(
             lambda: loop.run_until_complete(inference.infer(SCORER_MODEL, {"features": features})), 50))
         result["components"] = components

@@ -57,10 +57,19 @@ class DirectInference:
         self._runners = runners
 
     @classmethod
-    def from_dirs(cls, engines: dict[str, Path]) -> DirectInference:
+    def from_dirs(cls, engines: dict[str, Path], *, serving: bool = False) -> DirectInference:
+        """``serving``: load each engine with the runner options ``kiln serve`` uses by default
+        (the backend's ``serving_options``: CPU onnxruntime threads that sleep instead of spinning)."""
+        from kiln.engine.backends.base import get_backend
         from kiln.engine.loader import load_engine
+        from kiln.engine.manifest import EngineManifest
 
-        return cls({name: load_engine(path) for name, path in engines.items()})
+        runners = {}
+        for name, path in engines.items():
+            manifest = EngineManifest.read(Path(path))
+            options = get_backend(manifest.backend).serving_options(manifest.device) if serving else {}
+            runners[name] = load_engine(path, **options)
+        return cls(runners)
 
     def _runner(self, model: str) -> Runner:
         if model not in self._runners:

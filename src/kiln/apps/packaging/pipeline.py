@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kiln.apps.packaging import exports, render
+from kiln.apps.packaging import exports, render, tensor_image
 from kiln.apps.packaging.brief import BriefIn
 from kiln.apps.packaging.colour import cmyk_converter, rgb8_to_lab_tuple, to_hex
 from kiln.apps.packaging.encoder import tokenizer
@@ -42,7 +42,7 @@ from kiln.apps.packaging.palettes import (
     default_needs,
     generate_palette,
 )
-from kiln.apps.packaging.references import cover_fit, decode_data_url
+from kiln.apps.packaging.references import cover_fit, cover_fit_box, decode_data_url
 from kiln.apps.packaging.saliency import saliency_map
 from kiln.apps.packaging.store import LruStore, StoredDirection, StoredImage, StoredResult
 from kiln.apps.packaging.styles import ROLES, StyleFit, rank_styles, rationale, taxonomy
@@ -114,12 +114,22 @@ def panel_image(image: Image.Image, panel: tuple[float, float]) -> PanelImage:
     return PanelImage(main, saliency, gradient_map(grey))
 
 
+def panel_image_from_tensor(image: Image.Image, tensor: Any, panel: tuple[float, float]) -> PanelImage:
+    """``panel_image`` of a working copy whose pixels are also ``tensor`` (CHW, on a GPU): the maps computed there."""
+    shape = grid_shape(panel)
+    box = cover_fit_box(image.width, image.height, panel[1] / panel[0])
+    crop = tensor[:, box[1] : box[3], box[0] : box[2]]
+    saliency, gradient = tensor_image.panel_maps(crop, (shape[1], shape[0]))
+    return PanelImage(image.crop(box), saliency, gradient)
+
+
 @dataclass
 class _Prepared:
     brief: BriefIn
     images: list[Image.Image]
     digests: list[str]
     uploads: list[StoredImage | None]  # where an image came as an id: what it keeps
+    tensors: list[Any]  # where a data URL was decoded on a GPU: its working copy there (else None)
     main: PanelImage | None = None  # the first image on the panel
 
 
@@ -199,6 +209,7 @@ class PackagingService:
         images: list[Image.Image] = []
         digests: list[str] = []
         uploads: list[StoredImage | None] = []
+        tensors: list[Any] = []
         for index, ref in enumerate(brief.reference_images):
             name = f"reference_images[{index}]"
             if ref.startswith("img_"):
@@ -209,60 +220,73 @@ class PackagingService:
                 images.append(stored.image)
                 digests.append(stored.digest)
                 uploads.append(stored)
+                tensors.append(None)
             else:
-                images.append(decode_data_url(ref, name=name, device=self.decode_on))
+                decoded = decode_data_url(ref, name=name, device=self.decode_on)
+                images.append(decoded.image)
                 digests.append("")  # filled in by recommend, which hashes the data URLs meanwhile
                 uploads.append(None)
-        return _Prepared(brief, images, digests, uploads)
+                tensors.append(decoded.tensor)
+        return _Prepared(brief, images, digests, uploads, tensors)
+
+    def _prepare_with_features(self, brief: BriefIn) -> tuple[_Prepared, np.ndarray]:
+        prepared = self._prepare(brief)
+        return prepared, self._features(prepared)
 
     @staticmethod
     def _features(prepared: _Prepared) -> np.ndarray:
-        """The style scorer's input, one row per image (an uploaded image keeps its row)."""
-        rows = [image_features(image) if stored is None else stored.derived("features", partial(image_features, image))
-                for image, stored in zip(prepared.images, prepared.uploads, strict=True)]
+        """The style scorer's input, one row per image (an uploaded image keeps its row; one decoded on a
+        GPU has its row computed there)."""
+        rows = []
+        for image, stored, tensor in zip(prepared.images, prepared.uploads, prepared.tensors, strict=True):
+            if stored is not None:
+                rows.append(stored.derived("features", partial(image_features, image)))
+            elif tensor is not None:
+                rows.append(tensor_image.image_features(tensor))
+            else:
+                rows.append(image_features(image))
         return np.stack(rows)
 
     @staticmethod
     def _panel_image(prepared: _Prepared) -> PanelImage:
-        """The first image fitted to the panel, with its saliency and gradient (kept by an upload per panel size)."""
+        """The first image fitted to the panel, with its saliency and gradient (kept by an upload per panel
+        size; computed on the GPU where the image was decoded there)."""
         panel = (prepared.brief.panel.width_mm, prepared.brief.panel.height_mm)
-        stored = prepared.uploads[0]
-        if stored is None:
-            return panel_image(prepared.images[0], panel)
-        return stored.derived(("panel", panel), partial(panel_image, prepared.images[0], panel))
+        stored, tensor = prepared.uploads[0], prepared.tensors[0]
+        if stored is not None:
+            return stored.derived(("panel", panel), partial(panel_image, prepared.images[0], panel))
+        if tensor is not None:
+            return panel_image_from_tensor(prepared.images[0], tensor, panel)
+        return panel_image(prepared.images[0], panel)
 
     # --- recommend -------------------------------------------------------------------------------
     async def recommend(self, brief: BriefIn, *, base_url: str = "/v1/packaging") -> tuple[dict[str, Any], dict[str, float]]:
         """The response body and timings (ms) per stage.
 
         What needs only the brief's text (lexicon, encoder) runs beside what needs only its images:
-        the decode and the data URLs' digests, then the style score and the main image's saliency
-        side by side. So the stages overlap: "encoder" with "images", "style_score" and "saliency"."""
+        the decode (with the scorer's features) and the data URLs' digests, then the style scorer
+        engine beside the main image's saliency. So "encoder" overlaps "images" and "style_score"
+        (which holds the saliency)."""
         if self.style_embeddings is None:
             raise UnavailableError("the packaging app is still starting (embedding the style taxonomy)", retry_after_s=2)
         style_embeddings = self.style_embeddings
         timings = StageTimings()
 
-        async def style_score(prepared: _Prepared) -> np.ndarray:
-            with timings.measure("style_score"):
-                features = await asyncio.to_thread(self._features, prepared)
-                probabilities = (await self.inference.infer(SCORER_MODEL, {"features": features}))["probabilities"]
-                return np.asarray(probabilities, dtype=np.float64).mean(0)
-
-        async def saliency(prepared: _Prepared) -> PanelImage:
-            with timings.measure("saliency"):
-                return await asyncio.to_thread(self._panel_image, prepared)
-
         async def images() -> tuple[_Prepared, np.ndarray | None]:
             if not brief.reference_images:
-                return _Prepared(brief, [], [], []), None
+                return _Prepared(brief, [], [], [], []), None
             with timings.measure("images"):
-                # hashlib releases the GIL on large inputs: the digests cost no time next to the decode
-                prepared, url_digests = await asyncio.gather(
-                    asyncio.to_thread(self._prepare, brief), asyncio.to_thread(_data_url_digests, brief.reference_images))
+                # hashlib releases the GIL on large inputs: the digests cost no time next to the decode.
+                # The scorer's features are computed in the decoding thread (one hand-off, and no second
+                # thread contending for the interpreter lock with it)
+                (prepared, features), url_digests = await asyncio.gather(
+                    asyncio.to_thread(self._prepare_with_features, brief), asyncio.to_thread(_data_url_digests, brief.reference_images))
             prepared.digests = [d or u for d, u in zip(prepared.digests, url_digests, strict=True)]
-            image_scores, prepared.main = await asyncio.gather(style_score(prepared), saliency(prepared))
-            return prepared, image_scores
+            with timings.measure("style_score"):
+                # the scorer engine runs while the panel image's saliency is computed
+                scored, prepared.main = await asyncio.gather(
+                    self.inference.infer(SCORER_MODEL, {"features": features}), asyncio.to_thread(self._panel_image, prepared))
+            return prepared, np.asarray(scored["probabilities"], dtype=np.float64).mean(0)
 
         async def encoder() -> tuple[Any, str, np.ndarray]:
             with timings.measure("encoder"):

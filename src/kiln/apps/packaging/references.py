@@ -13,7 +13,8 @@ import binascii
 import io
 import logging
 import re
-from typing import Literal, overload
+from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import pybase64
 from PIL import Image
@@ -26,6 +27,15 @@ MAX_PIXELS = 40_000_000
 MAX_BYTES = 25 * 1024 * 1024
 WORK_SIDE = 512
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded reference image."""
+
+    image: Image.Image  # RGB working copy, long side ≤ WORK_SIDE
+    size: tuple[int, int]  # the original (width, height)
+    tensor: Any = None  # where decoded on a GPU: the working copy's pixels as a CHW float tensor there
 
 
 @overload
@@ -44,6 +54,12 @@ def decode_reference(
 
     ``device``: a torch device ("cuda") that decodes plain RGB/greyscale JPEGs; anything else, or
     a JPEG it fails on, is decoded by Pillow as without it."""
+    decoded = decode(data, name=name, max_pixels=max_pixels, device=device)
+    return (decoded.image, decoded.size) if with_size else decoded.image
+
+
+def decode(data: bytes, *, name: str = "reference image", max_pixels: int = MAX_PIXELS, device: str | None = None) -> Decoded:
+    """``decode_reference``, keeping the device tensor where the image was decoded on one."""
     if len(data) > MAX_BYTES:
         raise PayloadTooLargeError(f"{name}: {len(data)} bytes is over the limit of {MAX_BYTES}")
     if not data:
@@ -63,9 +79,9 @@ def decode_reference(
         )
     if device is not None and fmt == "JPEG" and image.mode in ("RGB", "L"):
         orientation = int(image.getexif().get(0x0112, 1))
-        working = _decode_on_device(data, device, orientation)
-        if working is not None:
-            return (working, (width, height)) if with_size else working
+        on_device = _decode_on_device(data, device, orientation)
+        if on_device is not None:
+            return Decoded(on_device[0], (width, height), on_device[1])
     try:
         if fmt == "JPEG":
             image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode at reduced scale
@@ -75,7 +91,7 @@ def decode_reference(
             image = image.reduce(factor)
         image = to_rgb(image)
         image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
-        return (image, (width, height)) if with_size else image
+        return Decoded(image, (width, height))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise KilnError(f"{name}: {fmt or 'image'} data is truncated or corrupted ({exc})") from exc
 
@@ -89,8 +105,9 @@ def working_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * WORK_SIDE / height)), WORK_SIDE
 
 
-def _decode_on_device(data: bytes, device: str, orientation: int) -> Image.Image | None:
-    """nvJPEG decode on ``device`` → the working copy in host memory; None when the decoder refuses the file."""
+def _decode_on_device(data: bytes, device: str, orientation: int) -> tuple[Image.Image, Any] | None:
+    """nvJPEG decode on ``device`` → the working copy in host memory and the same pixels as a CHW float
+    tensor left on the device (for ``tensor_image``); None when the decoder refuses the file."""
     import warnings
 
     import torch
@@ -113,11 +130,12 @@ def _decode_on_device(data: bytes, device: str, orientation: int) -> Image.Image
     new_w, new_h = working_size(int(x.shape[2]), int(x.shape[1]))
     if (new_w, new_h) != (int(x.shape[2]), int(x.shape[1])):
         x = F.interpolate(x.unsqueeze(0), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0]
-    pixels = x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(pixels, mode="RGB")
+    x = x.round_().clamp_(0, 255)
+    pixels = x.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels, mode="RGB"), x
 
 
-def decode_data_url(url: str, *, name: str = "reference image", device: str | None = None) -> Image.Image:
+def decode_data_url(url: str, *, name: str = "reference image", device: str | None = None) -> Decoded:
     match = _DATA_URL.match(url)
     if match is None:
         raise KilnError(f"{name}: a data URL must look like data:image/png;base64,...")
@@ -129,16 +147,20 @@ def decode_data_url(url: str, *, name: str = "reference image", device: str | No
         data = pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise KilnError(f"{name}: the data URL is not valid base64") from exc
-    return decode_reference(data, name=name, device=device)
+    return decode(data, name=name, device=device)
+
+
+def cover_fit_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centre crop to ``aspect`` (height / width)."""
+    if height / width > aspect:
+        new_h = round(width * aspect)
+        top = (height - new_h) // 2
+        return 0, top, width, top + new_h
+    new_w = round(height / aspect)
+    left = (width - new_w) // 2
+    return left, 0, left + new_w, height
 
 
 def cover_fit(image: Image.Image, aspect: float) -> Image.Image:
     """Centre crop to ``aspect`` (height / width), as the image would fill the panel."""
-    width, height = image.size
-    if height / width > aspect:
-        new_h = round(width * aspect)
-        top = (height - new_h) // 2
-        return image.crop((0, top, width, top + new_h))
-    new_w = round(height / aspect)
-    left = (width - new_w) // 2
-    return image.crop((left, 0, left + new_w, height))
+    return image.crop(cover_fit_box(image.width, image.height, aspect))
