@@ -89,16 +89,31 @@ def test_a_flat_image_gives_flat_maps_not_nan() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the maps replay from CUDA graphs there)")
-def test_cuda_graph_replays_match_eager_runs() -> None:
-    for image in _images()[:2]:
-        x = _tensor(image).cuda()
-        eager = tensor_image._features_tensor(x).cpu().numpy()
-        for _ in range(3):  # the first call captures, the next ones replay
-            np.testing.assert_allclose(tensor_image.image_features(x), eager, atol=1e-5)
-        grid = (43, 64)
-        eager_maps = tensor_image._panel_tensor(x, *grid).cpu().numpy()
-        for _ in range(3):
-            saliency, _ = tensor_image.panel_maps(x, grid)
-            np.testing.assert_allclose(saliency, eager_maps[0], atol=1e-5)
-    assert not tensor_image._FEATURES.eager and not tensor_image._PANEL.eager, "the captures succeeded"
-    assert tensor_image._FEATURES.graphs and tensor_image._PANEL.graphs
+def test_cuda_graph_replays_match_eager_runs_from_several_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kiln.engine.cuda_graphs import GraphedFunction
+
+    images = [_photo(512, 384, 11), _photo(384, 512, 12), _photo(512, 300, 13), _photo(200, 512, 14)]
+    grids = [(43, 64), (64, 43), (64, 64)]
+    features = GraphedFunction(tensor_image._features_tensor)
+    saliency = GraphedFunction(tensor_image._saliency_tensor)
+
+    def check(index: int) -> None:
+        x = _tensor(images[index % len(images)]).cuda()
+        small = tensor_image._resize(x.double(), 64, 64)
+        want = tensor_image._features_tensor(small).cpu().numpy()
+        thumb = tensor_image._thumbnail(x.double(), 48, 64) if x.shape[2] > x.shape[1] else tensor_image._thumbnail(x.double(), 64, 48)
+        grid = grids[index % len(grids)]
+        want_map = tensor_image._saliency_tensor(thumb, *grid).cpu().numpy()
+        for _ in range(3):  # the first call of a shape captures (one thread at a time), the next ones replay
+            np.testing.assert_allclose(features(small).cpu().numpy(), want, atol=1e-5)
+            np.testing.assert_allclose(saliency(thumb, *grid).cpu().numpy(), want_map, atol=1e-5)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(24)))
+    assert not features.failed and not saliency.failed, "every capture succeeded"
+    assert features.captures == 1, "one 64x64 input shape: one graph for every image"
+    assert 2 <= saliency.captures <= 6
+    got = tensor_image.image_features(_tensor(images[0]).cuda())
+    np.testing.assert_allclose(got, image_features(images[0]), atol=0.01)

@@ -5,18 +5,17 @@ A reference JPEG decoded on the GPU (``references.decode_reference`` with a devi
 image_features`` and ``pipeline.panel_image`` compute from the Pillow copy, so that no resize or
 per-pixel statistic runs on the CPU and only a few hundred numbers come back. The operations are
 the same (CIELAB statistics, spectral residual plus colour contrast, Sobel on the layout grid);
-Pillow's resampling and Gaussian blur are matched by torch's antialiased bilinear interpolation and
-a true Gaussian, so the results agree with the CPU functions to within rounding of 8-bit pixels
-(tests/apps/packaging/test_tensor_image.py runs both on the CPU and bounds the difference).
+Pillow's resampling and Gaussian blur are matched by torch's antialiased bilinear interpolation
+(with ``thumbnail``'s reduce step) and Pillow's own extended-box blur, so the results agree with the
+CPU functions to within rounding of 8-bit pixels (tests/apps/packaging/test_tensor_image.py runs
+both on the CPU and bounds the difference). On a GPU the fixed-size part of each (the statistics
+of the 64×64 copy, the saliency of the ≤ 64 px thumbnail) replays from a CUDA graph
+(``engine.cuda_graphs``): eagerly they are ~100 tiny kernels whose launches cost more than the work.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,8 @@ from kiln.apps.packaging.colour import _RGB_TO_XYZ, _WHITE
 from kiln.apps.packaging.layout_metrics import gradient_map
 from kiln.apps.packaging.saliency import WORK_SIZE
 from kiln.apps.packaging.stylescore import FEATURE_SIZE, HUE_BINS, LIGHTNESS_BINS
+from kiln.engine.cuda_graphs import GraphedFunction, device_constant
 
-log = logging.getLogger(__name__)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
@@ -50,19 +49,6 @@ def _thumbnail(x: Any, height: int, width: int) -> Any:
     return _resize(x, height, width)
 
 
-_CONSTANTS: dict[tuple[str, Any, Any], Any] = {}
-
-
-def _constant(name: str, values: Any, like: Any) -> Any:
-    """A constant tensor on ``like``'s device, made once (no host copy inside a CUDA graph capture)."""
-    import torch
-
-    key = (name, like.dtype, like.device)
-    if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=like.dtype, device=like.device)
-    return _CONSTANTS[key]
-
-
 def _quantile(sorted_values: Any, q: float) -> Any:
     """numpy's default (linear) percentile of a sorted 1-D tensor; the index arithmetic is on the host."""
     position = q * (sorted_values.numel() - 1)
@@ -76,7 +62,7 @@ def _srgb_to_lab(rgb: Any) -> Any:
     import torch
 
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    t = (linear @ _constant("rgb_to_xyz_T", _RGB_TO_XYZ.T, rgb)) / _constant("white", _WHITE, rgb)
+    t = (linear @ device_constant("rgb_to_xyz_T", _RGB_TO_XYZ.T, rgb)) / device_constant("white", _WHITE, rgb)
     delta = 6 / 29
     f = torch.where(t > delta**3, t.clamp_min(0) ** (1 / 3), t / (3 * delta**2) + 4 / 29)
     fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
@@ -85,15 +71,15 @@ def _srgb_to_lab(rgb: Any) -> Any:
 
 def image_features(working: Any) -> np.ndarray:
     """``stylescore.image_features`` of the working copy (CHW float in [0, 255] on any device)."""
-    return _FEATURES(working)
+    small = _resize(working.double(), FEATURE_SIZE, FEATURE_SIZE)
+    return np.asarray(_FEATURES(small).cpu().numpy())
 
 
-def _features_tensor(working: Any) -> Any:
-    """The 34 features as a float32 tensor on the working copy's device, with no host synchronisation
-    (fixed-size scatters instead of bincount, quantiles by index into a sort), so a CUDA graph can hold it."""
+def _features_tensor(small: Any) -> Any:
+    """The 34 features of the 64×64 copy (CHW float64, 8-bit values) as a float32 tensor on its device, with
+    no host synchronisation (fixed-size scatters instead of bincount, quantiles by index into a sort)."""
     import torch
 
-    small = _resize(working.double(), FEATURE_SIZE, FEATURE_SIZE)
     rgb = small.permute(1, 2, 0).reshape(-1, 3) / 255.0
     lab = _srgb_to_lab(rgb)
     lightness, a, b = lab[:, 0], lab[:, 1], lab[:, 2]
@@ -178,7 +164,7 @@ def _gaussian_blur(x: Any, sigma: float, passes: int = 3) -> Any:
     fraction = (2 * whole + 1) * (whole * (whole + 1) - 3 * variance) / (6 * (variance - (whole + 1) ** 2))
     kernel_1d = np.ones(2 * whole + 3)
     kernel_1d[0] = kernel_1d[-1] = fraction
-    weights = _constant(f"box_blur_{sigma}_{passes}", kernel_1d / (2 * (whole + fraction) + 1), x)
+    weights = device_constant(f"box_blur_{sigma}_{passes}", kernel_1d / (2 * (whole + fraction) + 1), x)
     pad = whole + 1
     y = x[None, None]
     for kernel, padding in ((weights.reshape(1, 1, 1, -1), (pad, pad, 0, 0)), (weights.reshape(1, 1, -1, 1), (0, 0, pad, pad))):
@@ -187,15 +173,12 @@ def _gaussian_blur(x: Any, sigma: float, passes: int = 3) -> Any:
     return y[0, 0]
 
 
-def _panel_tensor(main: Any, width: int, height: int) -> Any:
-    """[2, height, width] float32: ``saliency.saliency_map`` of the cover-fit image and its grey copy on the grid."""
+def _saliency_tensor(thumb: Any, width: int, height: int) -> Any:
+    """``saliency.saliency_map`` of the ≤ 64 px thumbnail (CHW float64, 8-bit values) on the (width, height) grid."""
     import torch
 
-    thumb_w, thumb_h = thumbnail_size(int(main.shape[2]), int(main.shape[1]), WORK_SIZE)
-    x = main.double()
-    rgb = (_thumbnail(x, thumb_h, thumb_w) / 255.0).permute(1, 2, 0)
-    weights = _constant("grey", GREY_WEIGHTS, rgb)
-    grey = rgb @ weights
+    rgb = (thumb / 255.0).permute(1, 2, 0)
+    grey = rgb @ device_constant("grey", GREY_WEIGHTS, rgb)
     spectrum = torch.fft.fft2(grey)
     amplitude = torch.log(spectrum.abs() + 1e-9)
     residual = amplitude - _box_blur3(amplitude)
@@ -205,72 +188,23 @@ def _panel_tensor(main: Any, width: int, height: int) -> Any:
     contrast = _normalise(torch.linalg.vector_norm(blurred - lab.reshape(-1, 3).mean(0), dim=-1))
     combined = torch.floor(_normalise(0.4 * spectral + 0.6 * contrast) * 255)
     smooth = _gaussian_blur(combined, 2.0).round().clamp(0, 255)
-    saliency = _normalise(_resize(smooth[None], height, width)[0])
-    grey_grid = _resize((x * weights[:, None, None]).sum(0, keepdim=True).round(), height, width)[0]
-    return torch.stack([saliency, grey_grid]).float()
+    return _normalise(_resize(smooth[None], height, width)[0])
 
 
 def panel_maps(main: Any, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(saliency, Sobel gradient) on the (width, height) layout grid from the cover-fit working copy, as
     ``pipeline.panel_image`` computes them."""
-    both = _PANEL(main, grid[0], grid[1])
-    return both[0], gradient_map(both[1].astype(np.float64))
+    import torch
 
-
-class GraphedFunction:
-    """``fn(tensor, *static) -> tensor``, fetched to the host as numpy; on a CUDA device replayed from a
-    CUDA graph captured once per input shape and static arguments. These maps are ~100 tiny kernels:
-    launching them one by one from Python costs more than the GPU work, a graph replays them at once.
-    A failed capture logs once and leaves the function eager."""
-
-    def __init__(self, fn: Callable[..., Any], max_graphs: int = 32) -> None:
-        self.fn = fn
-        self.max_graphs = max_graphs
-        self.graphs: OrderedDict[Hashable, tuple[Any, Any, Any, threading.Lock]] = OrderedDict()
-        self.lock = threading.Lock()
-        self.eager = False
-
-    def __call__(self, x: Any, *static: Any) -> np.ndarray:
-        if x.device.type != "cuda" or self.eager:
-            return np.asarray(self.fn(x, *static).cpu().numpy())
-        key = (tuple(x.shape), x.dtype, x.device, static)
-        with self.lock:
-            entry = self.graphs.get(key)
-            if entry is not None:
-                self.graphs.move_to_end(key)
-        if entry is None:
-            try:
-                entry = self._capture(x, static)
-            except Exception as exc:  # a capture can fail on drivers and ops we did not try; eager still works
-                log.warning("CUDA graph capture of %s failed (%s); running it eagerly", self.fn.__name__, str(exc)[:200])
-                self.eager = True
-                return np.asarray(self.fn(x, *static).cpu().numpy())
-            with self.lock:
-                self.graphs[key] = entry
-                while len(self.graphs) > self.max_graphs:
-                    self.graphs.popitem(last=False)
-        graph, static_in, static_out, replay_lock = entry
-        with replay_lock:  # the buffers are shared by every call of this shape
-            static_in.copy_(x)
-            graph.replay()
-            return np.asarray(static_out.cpu().numpy())
-
-    def _capture(self, x: Any, static: tuple[Any, ...]) -> tuple[Any, Any, Any, threading.Lock]:
-        import torch
-
-        static_in = x.detach().clone()
-        side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: cuFFT plans, cuDNN choices, constants made outside the capture
-                self.fn(static_in, *static)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (the decoder, the engines) keep launching work while this one captures
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_out = self.fn(static_in, *static)
-        return graph, static_in, static_out, threading.Lock()
+    width, height = grid
+    x = main.double()
+    thumb_w, thumb_h = thumbnail_size(int(x.shape[2]), int(x.shape[1]), WORK_SIZE)
+    saliency = _SALIENCY(_thumbnail(x, thumb_h, thumb_w), width, height)
+    weights = device_constant("grey", GREY_WEIGHTS, x)
+    grey = _resize((x * weights[:, None, None]).sum(0, keepdim=True).round(), height, width)[0]
+    both = torch.stack([saliency, grey]).cpu().numpy()
+    return both[0].astype(np.float32), gradient_map(both[1])
 
 
 _FEATURES = GraphedFunction(_features_tensor)
-_PANEL = GraphedFunction(_panel_tensor)
+_SALIENCY = GraphedFunction(_saliency_tensor, max_graphs=32)
