@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker, undefer
 from sqlalchemy.pool import StaticPool
 
 from kiln.errors import KilnError, NotFoundError, UnavailableError
+from kiln.serve.store.checkpoint import WalCheckpointer
 from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,34 @@ def _redact(url: str) -> str:
     return url
 
 
+def _background_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # the store's WalCheckpointer does it, off the request path
+    cursor.execute(f"PRAGMA journal_size_limit={64 << 20}")
+    cursor.close()
+
+
+def _sqlite_file(engine: Engine) -> Path | None:
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return Path(str(database)).expanduser()
+
+
 class Store:
     """Cases, case images, references and jobs in one database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, background_checkpoints: bool = True) -> None:
+        """``background_checkpoints`` (SQLite files): WAL checkpoints in a thread (``checkpoint.py``)
+        instead of in whichever commit crosses SQLite's threshold; off only to measure the difference."""
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.checkpointer: WalCheckpointer | None = None
+        path = _sqlite_file(engine) if background_checkpoints else None
+        if path is not None:
+            engine.dispose()  # connections made before this point would keep automatic checkpoints
+            event.listen(engine, "connect", _background_checkpoints)
+            self.checkpointer = WalCheckpointer(path, owner=self).start()
 
     @property
     def url(self) -> str:
@@ -110,13 +133,20 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        if self.checkpointer is not None and not self.checkpointer.running_here:
+            self.checkpointer.start()  # a forked worker: the parent's thread did not come along
         session = self._sessions()
         try:
             yield session
+            wrote = bool(session.new or session.dirty or session.deleted)
             session.commit()
+            if wrote and self.checkpointer is not None:
+                self.checkpointer.nudge()
         except OperationalError as exc:
             session.rollback()
             raise UnavailableError(f"database {self.url} is unavailable: {exc.orig}", retry_after_s=2.0) from exc
