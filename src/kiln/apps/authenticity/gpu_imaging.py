@@ -4,8 +4,9 @@ When the engine runs on a GPU, the photos are decoded there too: the CPU path's 
 most of a case's CPU time. The result is the same ``DecodedPhoto`` as ``imaging.decode_photo``: a
 uint8 model-size crop in host memory. The quality gate needs those pixels anyway (its metrics are
 measured on the model-size image with OpenCV, with limits learned on CPU-decoded training photos),
-and the crop is small (160×160×3 = 77 KB per photo), so one copy back to the host serves both the
-gate and the engine input, which then travels through the batcher like any other request.
+and the crop is small (160×160×3 = 77 KB per photo), so one copy back to the host serves the engine
+input, which then travels through the batcher like any other request. The gate's metrics are
+measured on the device from the same crops (``gpu_quality``, one CUDA-graph replay per case).
 
 To match the CPU path's pixels, the full-size decode is first box-downscaled by the factor that
 the CPU path's DCT-domain decode (PIL ``draft``) would have used, then resized with the same
@@ -26,7 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from kiln.apps.authenticity.gpu_quality import measure_batch, to_metrics
 from kiln.apps.authenticity.imaging import DEFAULT_MAX_PIXELS, DecodedPhoto, decode_photo, probe
+from kiln.apps.authenticity.quality import QualityMetrics
 from kiln.engine.spec import Preprocessing
 from kiln.serve.timing import stage
 
@@ -78,6 +81,14 @@ def _model_size(image: Any, pre: Preprocessing) -> Any:
 def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, device: str,
                   *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[DecodedPhoto]:
     """Every photo of a case → ``DecodedPhoto``; JPEGs in one batched nvJPEG call on ``device``."""
+    return decode_and_measure(blobs, names, pre, device, max_pixels=max_pixels, measure=False)[0]
+
+
+def decode_and_measure(blobs: list[bytes], names: list[str], pre: Preprocessing, device: str, *,
+                       max_pixels: int = DEFAULT_MAX_PIXELS, measure: bool = True,
+                       ) -> tuple[list[DecodedPhoto], list[QualityMetrics | None]]:
+    """``decode_photos``, and the quality metrics of the photos decoded on the device, measured there
+    (``gpu_quality``); None for a photo that went through the CPU path (its caller measures it)."""
     import contextlib
     import warnings
 
@@ -91,6 +102,7 @@ def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, devi
 
     headers = [_header(blob, name, max_pixels) for blob, name in zip(blobs, names, strict=True)]
     out: list[DecodedPhoto | None] = [None] * len(blobs)
+    metrics: list[QualityMetrics | None] = [None] * len(blobs)
     on_device = [i for i, h in enumerate(headers) if h.fmt == "JPEG" and h.mode in _NVJPEG_MODES]
     if on_device:
         stream = _stream(device)
@@ -112,15 +124,19 @@ def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, devi
                 crops.append((_model_size(image, pre), int(image.shape[2]), int(image.shape[1])))
                 kept.append(i)
             if crops:
-                pixels = torch.stack([c[0] for c in crops]).cpu().numpy()  # one copy back; waits for this stream
+                stacked = torch.stack([c[0] for c in crops])
+                values = measure_batch(stacked).cpu().numpy() if measure else None
+                pixels = stacked.cpu().numpy()  # one copy back; waits for this stream
                 for row, (i, (_, width, height)) in enumerate(zip(kept, crops, strict=True)):
                     out[i] = DecodedPhoto(np.ascontiguousarray(pixels[row]), width, height, "JPEG",
                                           hashlib.sha256(blobs[i]).hexdigest())
+                    if values is not None:
+                        metrics[i] = to_metrics(values[row], width, height)
     for i, photo in enumerate(out):
         if photo is None:
             with stage("decode_cpu"):  # other formats, or what nvJPEG refused: visible in Server-Timing
                 out[i] = decode_photo(blobs[i], pre, name=names[i], max_pixels=max_pixels)
-    return [p for p in out if p is not None]
+    return [p for p in out if p is not None], metrics
 
 
 def gpu_decoding_available(device: str) -> bool:

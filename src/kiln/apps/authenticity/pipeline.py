@@ -206,15 +206,15 @@ class AuthenticityService:
         return photos, [d[1] for d in done], batch
 
     def _decode_on_device(self, uploads: list[Upload], device: str) -> tuple[list[DecodedPhoto], list[QualityMetrics], np.ndarray]:
-        """One worker thread: batched decode on the device, metrics on the copied-back crops, engine input."""
-        from kiln.apps.authenticity.gpu_imaging import decode_photos
+        """One worker thread: batched decode and the gate's metrics on the device, then the engine input."""
+        from kiln.apps.authenticity.gpu_imaging import decode_and_measure
 
         pre = self.manifest.preprocessing
-        with stage("decode"):
-            photos = decode_photos([u.data for u in uploads], [u.label(i) for i, u in enumerate(uploads)], pre, device,
-                                   max_pixels=self.limits.max_pixels)
-        with stage("quality"):
-            metrics = [measure(p.pixels, p.width, p.height) for p in photos]
+        with stage("decode"):  # with the gate's metrics, measured on the device
+            photos, measured = decode_and_measure([u.data for u in uploads], [u.label(i) for i, u in enumerate(uploads)], pre,
+                                                  device, max_pixels=self.limits.max_pixels)
+        with stage("quality"):  # photos the CPU decoded (other formats, what nvJPEG refused) are measured here
+            metrics = [m if m is not None else measure(p.pixels, p.width, p.height) for p, m in zip(photos, measured, strict=True)]
         with stage("preprocess"):
             batch = engine_input(np.stack([p.pixels for p in photos]), pre)
         return photos, metrics, batch
