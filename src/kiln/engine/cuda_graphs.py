@@ -44,7 +44,7 @@ class GraphedFunction:
         self.fn = fn
         self.max_graphs = max_graphs
         self.warmup = warmup
-        self.graphs: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any, threading.Lock]] = OrderedDict()
+        self.graphs: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any, threading.Lock, Any]] = OrderedDict()
         self.failed: set[tuple[Any, ...]] = set()  # shapes whose capture failed: eager
         self.captures = 0
         self._lock = threading.Lock()
@@ -53,6 +53,8 @@ class GraphedFunction:
         """The function's result (a new tensor on ``x``'s device, not shared with later calls)."""
         if x.device.type != "cuda":
             return self.fn(x, *static)
+        import torch
+
         key = (tuple(x.shape), x.dtype, x.device, static)
         entry = self._cached(key)
         if entry is None:
@@ -64,20 +66,24 @@ class GraphedFunction:
                     entry = self._capture(key, x, static)
             if entry is None:
                 return self.fn(x, *static)
-        graph, static_in, static_out, replay_lock = entry
-        with replay_lock:  # the buffers are shared by every call of this shape
+        graph, static_in, static_out, replay_lock, done = entry
+        with replay_lock:  # the buffers are shared by every call of this shape, from any thread and stream
+            stream = torch.cuda.current_stream(x.device)
+            stream.wait_event(done)  # the previous caller's clone has read the output (it may be on another stream)
             static_in.copy_(x)
             graph.replay()
-            return static_out.clone()
+            result = static_out.clone()
+            done.record(stream)
+            return result
 
-    def _cached(self, key: tuple[Any, ...]) -> tuple[Any, Any, Any, threading.Lock] | None:
+    def _cached(self, key: tuple[Any, ...]) -> tuple[Any, Any, Any, threading.Lock, Any] | None:
         with self._lock:
             entry = self.graphs.get(key)
             if entry is not None:
                 self.graphs.move_to_end(key)
             return entry
 
-    def _capture(self, key: tuple[Any, ...], x: Any, static: tuple[Any, ...]) -> tuple[Any, Any, Any, threading.Lock] | None:
+    def _capture(self, key: tuple[Any, ...], x: Any, static: tuple[Any, ...]) -> tuple[Any, Any, Any, threading.Lock, Any] | None:
         import torch
 
         static_in = x.detach().clone()
@@ -97,7 +103,7 @@ class GraphedFunction:
                         getattr(self.fn, "__name__", "a function"), key[0], str(exc)[:200])
             self.failed.add(key)
             return None
-        entry = (graph, static_in, static_out, threading.Lock())
+        entry = (graph, static_in, static_out, threading.Lock(), torch.cuda.Event())
         with self._lock:
             self.captures += 1
             self.graphs[key] = entry

@@ -8,9 +8,9 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
-from kiln.serve.store.database import CaseQuery, Store, make_engine, open_store
+from kiln.serve.store.database import BACKSTOP_PAGES, CaseQuery, Store, make_engine, open_store
 from kiln.serve.store.models import CaseImageRecord, CaseRecord
 
 
@@ -40,7 +40,7 @@ def test_the_log_is_checkpointed_and_restarted_in_the_background(tmp_path: Path)
     path = tmp_path / "kiln.db"
     store = open_store(f"sqlite:///{path}")
     assert store.checkpointer is not None and store.checkpointer.running_here
-    assert _autocheckpoint(store) == 0, "commits never checkpoint themselves"
+    assert _autocheckpoint(store) == BACKSTOP_PAGES, "commits checkpoint themselves only past the 64 MB backstop"
     for _ in range(40):  # 36 MB of photos, spaced as requests are
         store.save_case(_case())
         time.sleep(0.02)
@@ -82,4 +82,29 @@ def test_a_store_dropped_without_close_stops_its_thread(tmp_path: Path) -> None:
     deadline = time.monotonic() + 3
     while checkpointer.running_here and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not checkpointer.running_here
+
+
+def test_every_kind_of_write_nudges_the_checkpointer_and_reads_do_not(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    assert store.checkpointer is not None
+    nudges: list[int] = []
+    store.checkpointer.nudge = lambda: nudges.append(1)  # type: ignore[method-assign]
+    store.save_case(_case(10))  # ORM insert
+    assert len(nudges) == 1
+    with store.session() as session:  # a read
+        session.scalars(select(CaseRecord.id)).all()
+    assert len(nudges) == 1
+    with store.session() as session:  # a Core-style update through the session
+        session.execute(update(CaseRecord).values(verdict="counterfeit"))
+    assert len(nudges) == 2
+    store.close()
+
+
+def test_a_closed_store_does_not_restart_its_thread(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    checkpointer = store.checkpointer
+    assert checkpointer is not None
+    store.close()
+    checkpointer.start()
     assert not checkpointer.running_here

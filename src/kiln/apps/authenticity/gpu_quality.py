@@ -33,7 +33,7 @@ def _metrics_tensor(crops: Any) -> Any:
 
     x = crops.permute(0, 3, 1, 2).to(torch.int32)
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    # OpenCV 5's RGB2GRAY for 8-bit in 15-bit fixed point (4.x rounded in 14 bits: ±1 on ~0.1 % of pixels)
+    # OpenCV 5's RGB2GRAY for 8-bit in 15-bit fixed point (pyproject requires 5: 4.x rounded in 14 bits)
     grey = ((r * 9798 + g * 19235 + b * 3735 + 16384) >> 15).to(torch.float32)
     scale = 1.0 / 255.0
     lum = grey * scale

@@ -4,10 +4,13 @@ In WAL mode SQLite copies the log back into the database ("checkpoints") when a 
 log over ``wal_autocheckpoint`` pages (about 4 MB): that commit does the copy and its fsyncs before
 returning. An authentication case writes ~1 MB of photos, so every fourth or fifth case paid for a
 checkpoint: save_case p95 was 4× its median (docs/benchmarks/store.md). With a ``WalCheckpointer``
-the store's connections turn automatic checkpoints off and one thread per process checkpoints
+the store's connections raise SQLite's threshold to a 64 MB backstop (reached only if the thread
+cannot keep up or is not running) and one thread per process checkpoints
 after each commit that wrote (``nudge``) and whenever the log file is over ``threshold_bytes``: PASSIVE (never waits for or blocks a writer or
-reader), and TRUNCATE when the log still holds more than ``truncate_bytes`` of frames (a long-lived
-reader can keep PASSIVE checkpoints from resetting it, so the file must not grow without end). The
+reader); when the log still holds more than ``restart_bytes`` of frames, RESTART (it holds new
+writers back for the moment it takes to copy what PASSIVE left, ≤ 50 ms, so that the log starts over:
+with several processes writing steadily, a log restart otherwise needs luck), and TRUNCATE past
+``truncate_bytes``. The
 connections also set ``journal_size_limit``, so a log that was reset shrinks back. Several processes
 on one database each run one; SQLite lets one checkpoint at a time and the others find nothing to
 do. Stopping (``Store.close``) checkpoints and truncates the log.
@@ -27,17 +30,19 @@ log = logging.getLogger(__name__)
 
 class WalCheckpointer:
     def __init__(self, path: Path, *, owner: object | None = None, interval_s: float = 0.1,
-                 threshold_bytes: int = 4 << 20, truncate_bytes: int = 256 << 20) -> None:
+                 threshold_bytes: int = 4 << 20, restart_bytes: int = 16 << 20, truncate_bytes: int = 256 << 20) -> None:
         """``owner``: the thread ends once this object is garbage (a store dropped without ``close``)."""
         self.path = Path(path)
         self._owner = weakref.ref(owner) if owner is not None else None
         self.wal = Path(str(self.path) + "-wal")
         self.interval_s = interval_s
         self.threshold_bytes = threshold_bytes
+        self.restart_bytes = restart_bytes
         self.truncate_bytes = truncate_bytes
         self.checkpoints = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._pid = 0
 
@@ -46,7 +51,9 @@ class WalCheckpointer:
         return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
 
     def start(self) -> WalCheckpointer:
-        """Starts the thread (again in a forked child, whose parent's thread did not come along)."""
+        """Starts the thread (again in a forked child, whose parent's thread did not come along); not after ``stop``."""
+        if self._stopped:
+            return self
         if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
             self._stop.clear()
             self._pid = os.getpid()
@@ -61,6 +68,7 @@ class WalCheckpointer:
         self._wake.set()
 
     def stop(self) -> None:
+        self._stopped = True
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
@@ -89,22 +97,35 @@ class WalCheckpointer:
 
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
+        page = 4096
         try:
             while not self._stop.is_set():
                 nudged = self._wake.wait(self.interval_s)
                 self._wake.clear()
                 if self._stop.is_set() or (self._owner is not None and self._owner() is None):
                     break
-                if connection is None:
-                    if not self.path.exists():
+                try:
+                    if connection is None:
+                        if not self.path.exists():
+                            continue
+                        connection = sqlite3.connect(self.path, timeout=0.05)  # a busy database: try next round
+                        page = int(connection.execute("PRAGMA page_size").fetchall()[0][0])
+                    if not nudged and (self.wal.stat().st_size if self.wal.exists() else 0) <= self.threshold_bytes:
                         continue
-                    connection = sqlite3.connect(self.path, timeout=0.05)  # a busy database: try next round
-                    page = int(connection.execute("PRAGMA page_size").fetchall()[0][0])
-                if not nudged and (self.wal.stat().st_size if self.wal.exists() else 0) <= self.threshold_bytes:
-                    continue
-                result = self.checkpoint("PASSIVE", connection)
-                if result is not None and result[1] * page > self.truncate_bytes:
-                    self.checkpoint("TRUNCATE", connection)
+                    result = self.checkpoint("PASSIVE", connection)
+                    log_bytes = result[1] * page if result is not None else 0
+                    if log_bytes > self.truncate_bytes:
+                        self.checkpoint("TRUNCATE", connection)
+                    elif log_bytes > self.restart_bytes:
+                        # PASSIVE has copied the log; RESTART waits (≤ 50 ms) for the writer in progress and
+                        # makes the next one start the log over, which steady writes from several processes
+                        # otherwise rarely allow
+                        self.checkpoint("RESTART", connection)
+                except (OSError, sqlite3.Error) as exc:  # a vanished log, a locked page-size read: next round
+                    log.debug("WAL checkpointer of %s: %s", self.path, exc)
+                    if connection is not None:
+                        connection.close()
+                        connection = None
         finally:
             if connection is not None:
                 connection.close()
