@@ -138,3 +138,25 @@ async def test_loop_lag_is_the_least_lateness_of_its_window() -> None:
         assert lag.current() < 0.01
     finally:
         lag.stop()
+
+
+async def test_refusals_and_loop_lag_are_exported_as_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from kiln.serve.metrics import ServerMetrics
+
+    metrics = ServerMetrics(gpu=False)
+    inner = HeldApp()
+    inner.hold = True
+    gate = AdmissionMiddleware(inner, max_inflight=1, max_lag_s=None, metrics=metrics)
+    held = asyncio.create_task(_call(gate))
+    await asyncio.sleep(0.01)
+    for _ in range(3):
+        sent, _ = await _call(gate)
+        assert sent[0]["status"] == 503
+    inner.release.set()
+    await held
+    text = generate_latest(metrics.registry).decode()
+    assert 'kiln_admission_refused_total{reason="inflight"} 3.0' in text
+    assert 'kiln_admission_refused_total{reason="loop_lag"} 0.0' in text
+    assert "kiln_event_loop_lag_seconds 0.0" in text

@@ -24,11 +24,15 @@ import json
 import random
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiln.security.headers import CSP, STATIC_HEADERS
 from kiln.serve.access_log import request_id_of
+
+if TYPE_CHECKING:
+    from kiln.serve.metrics import ServerMetrics
 
 _ALWAYS = ("/v2/health/", "/metrics")
 
@@ -77,7 +81,9 @@ def _refusal(reason: str, retry_after_s: int) -> tuple[list[tuple[bytes, bytes]]
 
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, *, max_inflight: int = 128, max_lag_s: float | None = 0.05, min_inflight: int = 8,
-                 retry_after_s: int = 1) -> None:
+                 retry_after_s: int = 1, metrics: ServerMetrics | None = None) -> None:
+        """``metrics``: refusals are counted in ``kiln_admission_refused{reason}`` and the loop's lateness is
+        ``kiln_event_loop_lag_seconds`` (read at scrape time)."""
         self.app = app
         self.max_inflight = max_inflight
         self.max_lag_s = max_lag_s
@@ -89,6 +95,9 @@ class AdmissionMiddleware:
             "loop_lag": _refusal("requests are waiting for the CPU", retry_after_s),
         }
         self.lag: LoopLag | None = None
+        self._refused = {reason: metrics.admission_refused.labels(reason) for reason in self.rejected} if metrics else {}
+        if metrics is not None:
+            metrics.loop_lag.set_function(lambda: self.lag.current() if self.lag is not None else 0.0)
 
     def _refuse_because(self) -> str | None:
         if self.inflight >= self.max_inflight:
@@ -111,6 +120,8 @@ class AdmissionMiddleware:
         reason = self._refuse_because()
         if reason is not None:
             self.rejected[reason] += 1
+            if self._refused:
+                self._refused[reason].inc()
             headers, body = self._answers[reason]
             await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"x-request-id", request_id_of(scope))]})
             await send({"type": "http.response.body", "body": body})

@@ -110,5 +110,5 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
     if max_inflight is not None or max_loop_lag_s is not None:
         from kiln.serve.admission import AdmissionMiddleware
 
-        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight or 1 << 30, max_lag_s=max_loop_lag_s)
+        app.add_middleware(AdmissionMiddleware, max_inflight=max_inflight or 1 << 30, max_lag_s=max_loop_lag_s, metrics=state.metrics)
     return app

@@ -57,6 +57,12 @@ class ServerMetrics:
             "kiln_instance_replacements", "Engine instances replaced after hanging", labels, registry=r
         )
         self.model_ready = Gauge("kiln_model_ready", "1 when the model version is ready", labels, registry=r)
+        self.admission_refused = Counter(
+            "kiln_admission_refused", "Requests refused with 503 before any work, by reason (inflight, loop_lag)", ["reason"], registry=r
+        )
+        self.loop_lag = Gauge(
+            "kiln_event_loop_lag_seconds", "How late the event loop runs persistently (the admission gate's measure)", registry=r
+        )
         if gpu:
             collector = GpuCollector()
             if collector.available:
