@@ -73,16 +73,18 @@ class WalCheckpointer:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             self._thread.join(timeout=10)
-        self.checkpoint("TRUNCATE")
+        # waits at most 2 s for other processes' writers; a log left behind is checkpointed by the next opener
+        self.checkpoint("TRUNCATE", timeout_s=2.0)
 
-    def checkpoint(self, mode: str = "PASSIVE", connection: sqlite3.Connection | None = None) -> tuple[int, int, int] | None:
+    def checkpoint(self, mode: str = "PASSIVE", connection: sqlite3.Connection | None = None,
+                   timeout_s: float = 10.0) -> tuple[int, int, int] | None:
         """One checkpoint; SQLite's (busy, frames in the log, frames checkpointed), or None if it could not run."""
         if not self.path.exists():
             return None
         own = connection is None
         try:
             if connection is None:
-                connection = sqlite3.connect(self.path, timeout=10)
+                connection = sqlite3.connect(self.path, timeout=timeout_s)
             try:
                 # fetchall: a statement left unfinished holds a read snapshot, and then the log can never restart
                 rows = connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
