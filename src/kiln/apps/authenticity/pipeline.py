@@ -12,6 +12,7 @@ rendered later, on request. Each stage's wall time goes into the request's ``Sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class AuthenticityService:
     """Authentication cases and references on top of an inference client and a store."""
 
     def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
-                 limits: UploadLimits | None = None, decode_device: str = "auto") -> None:
+                 limits: UploadLimits | None = None, decode_device: str = "auto", reference_refresh_s: float = 2.0) -> None:
         if decode_device not in DECODE_DEVICES:
             raise KilnError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
         self.inference = inference
@@ -139,6 +140,8 @@ class AuthenticityService:
         self._manifest: EngineManifest | None = None
         self._calibration: AuthCalibration | None = None
         self._references: ReferenceIndex | None = None
+        self.reference_refresh_s = reference_refresh_s
+        self._refresher: asyncio.Task[None] | None = None
 
     # --- start-up --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +153,25 @@ class AuthenticityService:
         self.decode_on = choose_decode_device(self.decode_device, manifest.device)
         log.info("authenticity: engine %s (%s on %s), %d references, photos decoded on %s", manifest.name,
                  manifest.precision.value, manifest.device, loaded, self.decode_on or "cpu (Pillow)")
+        if self.reference_refresh_s > 0 and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_references(), name="authenticity reference refresh")
+
+    async def _refresh_references(self) -> None:
+        """References registered or deleted through another server process reach this one's index."""
+        while True:
+            await asyncio.sleep(self.reference_refresh_s)
+            try:
+                if await asyncio.to_thread(self.references.refresh, self.store):
+                    log.info("authenticity: references reloaded (%d), changed by another process", self.references.size)
+            except Exception as exc:  # a database outage: the index stays as it is, the next round tries again
+                log.warning("authenticity: reference refresh failed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
 
     @property
     def manifest(self) -> EngineManifest:

@@ -3,7 +3,9 @@
 Embeddings are unit-norm, so FAISS's inner-product index (IndexFlatIP) ranks by cosine
 similarity. There is one small exact index per (brand, model, view), built from the store at
 start-up and extended as references are registered; embeddings of another model (another
-``embedding_space``) are never mixed in.
+``embedding_space``) are never mixed in. Each server process has its own index: ``refresh``
+reloads it when the store's references changed (registered or deleted through another process),
+which the service checks every few seconds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ReferenceIndex:
         self.dim = dim
         self._indexes: dict[tuple[str, str, str], _ViewIndex] = {}
         self._lock = threading.Lock()
+        self.signature: tuple[int, str | None] | None = None  # the store's reference_signature at the last load
 
     @property
     def size(self) -> int:
@@ -58,21 +61,33 @@ class ReferenceIndex:
 
     def load(self, store: Store) -> int:
         """(Re)builds every index from the store; returns how many references were loaded."""
+        # the signature first: a reference registered meanwhile changes it again, so a refresh picks that up
+        signature = store.reference_signature(self.embedding_space)
         records = store.list_references(embedding_space=self.embedding_space)
-        with self._lock:
-            self._indexes = {}
-            self._add_locked(records)
+        indexes: dict[tuple[str, str, str], _ViewIndex] = {}
+        self._build(indexes, records)
+        with self._lock:  # searches keep the old indexes until the new ones are complete
+            self._indexes = indexes
+            self.signature = signature
         return len(records)
+
+    def refresh(self, store: Store) -> bool:
+        """Reloads when the store's references changed since the last load (another server process registered
+        or deleted some); True if it did."""
+        if store.reference_signature(self.embedding_space) == self.signature:
+            return False
+        self.load(store)
+        return True
 
     def add(self, records: list[ReferenceRecord]) -> None:
         with self._lock:
-            self._add_locked(records)
+            self._build(self._indexes, records)
 
     def remove(self, store: Store) -> None:
         """After a deletion: rebuild (flat indexes are cheap to rebuild)."""
         self.load(store)
 
-    def _add_locked(self, records: list[ReferenceRecord]) -> None:
+    def _build(self, indexes: dict[tuple[str, str, str], _ViewIndex], records: list[ReferenceRecord]) -> None:
         grouped: dict[tuple[str, str, str], list[ReferenceRecord]] = {}
         for record in records:
             if record.embedding_space != self.embedding_space:
@@ -82,7 +97,7 @@ class ReferenceIndex:
             vectors = np.stack([np.frombuffer(r.embedding, dtype=np.float32) for r in group])
             if vectors.shape[1] != self.dim:
                 continue
-            self._indexes.setdefault(key, _ViewIndex(self.dim)).add([r.id for r in group], vectors)
+            indexes.setdefault(key, _ViewIndex(self.dim)).add([r.id for r in group], vectors)
 
     def count(self, brand: str, model: str, view: str) -> int:
         index = self._indexes.get((item_key(brand), item_key(model), view))

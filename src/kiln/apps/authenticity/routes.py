@@ -413,6 +413,8 @@ class AuthenticityPlugin:
             self._webhook_recovery.start()
 
     async def shutdown(self, ctx: AppContext) -> None:
+        if self.service is not None:
+            await self.service.stop()
         if self._webhook_recovery is not None:
             await self._webhook_recovery.close()
         if self.jobs is not None:

@@ -282,6 +282,15 @@ class Store:
                 select(ReferenceRecord).where(*conditions).order_by(ReferenceRecord.created_at, ReferenceRecord.id)
             ).all())
 
+    def reference_signature(self, embedding_space: str) -> tuple[int, str | None]:
+        """How many references of an embedding space there are and when the newest was made: it changes with
+        every registration and deletion, so a server process can tell that its index is stale with one query."""
+        with self.session() as session:
+            count, newest = session.execute(
+                select(func.count(), func.max(ReferenceRecord.created_at)).where(ReferenceRecord.embedding_space == embedding_space)
+            ).one()
+        return int(count), None if newest is None else str(newest)
+
     def reference_preview(self, reference_id: str) -> bytes:
         with self.session() as session:
             data = session.scalar(select(ReferenceRecord.preview).where(ReferenceRecord.id == reference_id))
