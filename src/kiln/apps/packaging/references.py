@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import io
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -98,11 +99,24 @@ def decode(data: bytes, *, name: str = "reference image", max_pixels: int = MAX_
 
 def working_size(width: int, height: int) -> tuple[int, int]:
     """The size Pillow's ``thumbnail`` gives an image that must fit WORK_SIDE × WORK_SIDE."""
-    if max(width, height) <= WORK_SIDE:
+    return thumbnail_size(width, height, WORK_SIDE)
+
+
+def thumbnail_size(width: int, height: int, box: int) -> tuple[int, int]:
+    """The (width, height) Pillow's ``thumbnail((box, box))`` gives an image of this size."""
+    x = y = box
+    if x >= width and y >= height:
         return width, height
-    if width >= height:
-        return WORK_SIDE, max(1, round(height * WORK_SIDE / width))
-    return max(1, round(width * WORK_SIDE / height)), WORK_SIDE
+    aspect = width / height
+
+    def round_aspect(number: float, key: Any) -> int:
+        return max(min(math.floor(number), math.ceil(number), key=key), 1)
+
+    if x / y >= aspect:
+        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
+    else:
+        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
+    return x, y
 
 
 def _decode_on_device(data: bytes, device: str, orientation: int) -> tuple[Image.Image, Any] | None:

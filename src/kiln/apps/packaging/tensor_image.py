@@ -22,6 +22,7 @@ import numpy as np
 
 from kiln.apps.packaging.colour import _RGB_TO_XYZ, _WHITE
 from kiln.apps.packaging.layout_metrics import gradient_map
+from kiln.apps.packaging.references import thumbnail_size
 from kiln.apps.packaging.saliency import WORK_SIZE
 from kiln.apps.packaging.stylescore import FEATURE_SIZE, HUE_BINS, LIGHTNESS_BINS
 from kiln.engine.cuda_graphs import GraphedFunction, device_constant
@@ -117,23 +118,6 @@ def _features_tensor(small: Any) -> Any:
         ]),
     ])
     return values.float()
-
-
-def thumbnail_size(width: int, height: int, box: int) -> tuple[int, int]:
-    """The (width, height) Pillow's ``thumbnail((box, box))`` gives an image of this size."""
-    x = y = box
-    if x >= width and y >= height:
-        return width, height
-    aspect = width / height
-
-    def round_aspect(number: float, key: Any) -> int:
-        return max(min(math.floor(number), math.ceil(number), key=key), 1)
-
-    if x / y >= aspect:
-        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
-    else:
-        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
-    return x, y
 
 
 def _normalise(x: Any) -> Any:
