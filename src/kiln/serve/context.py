@@ -64,12 +64,13 @@ class DirectInference:
         from kiln.engine.loader import load_engine
         from kiln.engine.manifest import EngineManifest
 
-        runners = {}
-        for name, path in engines.items():
+        def options(path: Path) -> dict[str, Any]:
+            if not serving:
+                return {}
             manifest = EngineManifest.read(Path(path))
-            options = get_backend(manifest.backend).serving_options(manifest.device) if serving else {}
-            runners[name] = load_engine(path, **options)
-        return cls(runners)
+            return get_backend(manifest.backend).serving_options(manifest.device)
+
+        return cls({name: load_engine(path, **options(path)) for name, path in engines.items()})
 
     def _runner(self, model: str) -> Runner:
         if model not in self._runners:
