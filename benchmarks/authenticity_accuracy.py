@@ -81,7 +81,10 @@ def sample_photo_verdicts(engine: Path) -> dict[str, Any]:
             import numpy as np
 
             outputs = predictor(np.stack([p.pixels for _, p in chunk]))
-            result = assess_case(views, [measure(p.pixels, p.width, p.height) for _, p in chunk], outputs, predictor.calibration)
+            # Claiming a design the model knows, so that its design head (not only the generic one) is tested.
+            brand, model = (predictor.calibration.designs[0].split("/", 1) if predictor.calibration.designs else ("", ""))
+            result = assess_case(views, [measure(p.pixels, p.width, p.height) for _, p in chunk], outputs, predictor.calibration,
+                                 brand=brand, model=model)
             verdicts[result.fusion.verdict.value] += 1
             passed_gate += sum(1 for p in result.photos if p.ok)
             total += len(chunk)
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the CLI's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for training and evaluation")
+    parser.add_argument("--design-heads", action="store_true", help="also train one classifier per brand/model")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--synth-only", action="store_true", help="make the data sets and stop")
@@ -129,7 +133,7 @@ def main() -> None:
     recipe = {name: value for name, value in (("epochs", args.epochs), ("backbone", args.backbone), ("width", args.width),
                                               ("image_size", args.image_size), ("batch_size", args.batch_size),
                                               ("lr", args.lr), ("threads", args.threads)) if value is not None}
-    config = TrainConfig(device=args.device, **recipe)
+    config = TrainConfig(device=args.device, design_heads=args.design_heads, **recipe)
     if not checkpoint.is_file():
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))

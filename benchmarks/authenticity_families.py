@@ -30,6 +30,7 @@ def main() -> None:
 
     from PIL import Image
 
+    from kiln.apps.authenticity.assessment import head_outputs
     from kiln.apps.authenticity.imaging import decode_photo
     from kiln.apps.authenticity.predict import CheckpointPredictor
     from kiln.apps.authenticity.synth import SynthSpec
@@ -51,7 +52,9 @@ def main() -> None:
             for label, index in (("counterfeit", i), ("authentic", 100_000 + i)):
                 case = make_case(spec, index, label=label, difficulty=level)
                 views = list(case.photos)
-                logits = predictor(np.stack([pixels(case.photos[v]) for v in views]))["logit"].reshape(len(views), -1)[:, 0]
+                outputs = predictor(np.stack([pixels(case.photos[v]) for v in views]))
+                head = predictor.calibration.head_for(case.design.brand.slug, case.design.slug)
+                logits, _ = head_outputs(outputs, len(views), head)
                 for view, logit in zip(views, logits, strict=True):
                     defect = case.defects.get(view)
                     rows.append((defect.family if defect else "", level, view, float(logit)))

@@ -62,6 +62,9 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
     seed: Annotated[int, typer.Option(help="seed for the split, initialisation and augmentation")] = 0,
     device: Annotated[str, typer.Option(help="torch device for the network: cpu, or cuda to train on a GPU")] = "cpu",
+    design_heads: Annotated[bool, typer.Option(
+        help="also one classifier per brand/model (cases of a known design are judged by its house style)"
+    )] = False,
 ) -> None:
     """Fine-tune the per-view model and calibrate verdicts on held-out cases."""
     import json
@@ -77,7 +80,7 @@ def train_cmd(
     config = TrainConfig(
         backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
-        pretrained=pretrained, threads=threads, seed=seed, device=device,
+        pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads,
     )
 
     def show(stats: EpochStats) -> None:

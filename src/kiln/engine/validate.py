@@ -19,8 +19,17 @@ def scored_output(manifest: EngineManifest) -> str:
     return str(manifest.extra.get("classifier_output", manifest.outputs[0].name))
 
 
-def predictions(scores: np.ndarray) -> np.ndarray:
+def scored_column(manifest: EngineManifest) -> int | None:
+    """For an output of several binary logits (e.g. a generic head and per-design heads), the column
+    the gate scores; None when the output's argmax (or single logit's sign) is the prediction."""
+    column = manifest.extra.get("classifier_column")
+    return int(column) if isinstance(column, int) and not isinstance(column, bool) and column >= 0 else None
+
+
+def predictions(scores: np.ndarray, column: int | None = None) -> np.ndarray:
     scores = scores.reshape(scores.shape[0], -1)
+    if column is not None and column < scores.shape[1]:
+        scores = scores[:, column : column + 1]
     if scores.shape[1] == 1:
         return (scores[:, 0] > 0).astype(np.int64)
     return scores.argmax(axis=1)
@@ -55,6 +64,7 @@ def validate(
             hint="compare other models' outputs with kiln.engine.validate.cosine_rows on your own data",
         )
     output = scored_output(manifest)
+    column = scored_column(manifest)
     input_name = manifest.inputs[0].name
     batch_size = max(1, min(batch_size, runner.max_batch_size))
     engine_pred: list[np.ndarray] = []
@@ -68,8 +78,8 @@ def validate(
             want = reference({input_name: batch})[output]
             if got.shape != want.shape:
                 raise KilnError(f"engine output {output} has shape {got.shape}, reference {want.shape}")
-            engine_pred.append(predictions(got))
-            ref_pred.append(predictions(want))
+            engine_pred.append(predictions(got, column))
+            ref_pred.append(predictions(want, column))
             cosines.append(cosine_rows(got, want))
             task.advance(len(chunk))
     truth = np.asarray(labels)

@@ -43,16 +43,32 @@ class CaseAssessment:
     notes: list[str] = field(default_factory=list)
 
 
+def head_outputs(outputs: dict[str, np.ndarray], photos: int, head: int) -> tuple[np.ndarray, np.ndarray]:
+    """One classifier's logits (N) and heatmaps (N×h×w) from the engine's outputs (B×H, B×H×h×w,
+    or a single head's B×1 and B×h×w)."""
+    logits = np.asarray(outputs["logit"], np.float32).reshape(photos, -1)
+    heatmaps = np.asarray(outputs["heatmap"], np.float32)
+    column = head if 0 <= head < logits.shape[1] else 0
+    if heatmaps.ndim == 4:
+        heatmaps = heatmaps[:, column if column < heatmaps.shape[1] else 0]
+    return logits[:, column], heatmaps
+
+
 def assess_case(
     views: list[str],
     metrics: list[QualityMetrics],
     outputs: dict[str, np.ndarray],
     cal: AuthCalibration,
+    *,
+    brand: str | None = None,
+    model: str | None = None,
 ) -> CaseAssessment:
-    """Quality gate, distribution check, then fusion of the photos that passed both."""
-    logits = np.asarray(outputs["logit"], np.float32).reshape(len(views), -1)[:, 0]
+    """Quality gate, distribution check, then fusion of the photos that passed both.
+
+    The claimed ``brand`` and ``model`` choose the classifier: the design head of that item when
+    the model has one, the generic head otherwise."""
+    logits, heatmaps = head_outputs(outputs, len(views), cal.head_for(brand, model))
     embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
-    heatmaps = np.asarray(outputs["heatmap"], np.float32)
     photos: list[PhotoAssessment] = []
     for index, view in enumerate(views):
         profile = cal.views.get(view)

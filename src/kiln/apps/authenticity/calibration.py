@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from kiln.apps.authenticity.quality import QualityLimits
+from kiln.apps.authenticity.views import design_key
 from kiln.errors import KilnError
 
 FORMAT = 1
@@ -52,6 +53,7 @@ class AuthCalibration(BaseModel):
     app: str = "authenticity"
     format: int = FORMAT
     classifier_output: str = "logit"
+    classifier_column: int = 0  # the accuracy gate scores the generic head
     backbone: str
     width: float = 1.0
     embed_dim: int
@@ -61,9 +63,25 @@ class AuthCalibration(BaseModel):
     fusion_bias: float = 0.0
     thresholds: Thresholds = Field(default_factory=Thresholds)
     views: dict[str, ViewProfile] = Field(default_factory=dict)
+    # "brand/model" of the design heads, in column order from column 1 (column 0 is the generic
+    # classifier); empty for a single-head model
+    designs: list[str] = Field(default_factory=list)
     validation: dict[str, Any] = Field(default_factory=dict)
     trained_on: dict[str, Any] = Field(default_factory=dict)
     trained_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def heads(self) -> int:
+        return 1 + len(self.designs)
+
+    def head_for(self, brand: str | None, model: str | None) -> int:
+        """The logit column for a case that claims ``brand``/``model``: its design head when the
+        model was trained on that design, otherwise the generic one (0)."""
+        key = design_key(brand or "", model or "")
+        try:
+            return 1 + self.designs.index(key)
+        except ValueError:
+            return 0
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any], where: str = "engine") -> AuthCalibration:

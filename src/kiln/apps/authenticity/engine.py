@@ -88,7 +88,7 @@ def build_auth_engine(
     val_fraction = float(cal.trained_on.get("config", {}).get("val_fraction", 0.2))
     validate_dir = validation_folder(dataset, val_fraction, seed, cache.root.parent / "auth-validation") if validate else None
     settings = BuildSettings(
-        source=ModelSource.parse(source_string(cal.backbone, cal.embed_dim, cal.width), checkpoint),
+        source=ModelSource.parse(source_string(cal.backbone, cal.embed_dim, cal.width, cal.heads), checkpoint),
         backend=backend,
         precision=precision,
         batch=batch,

@@ -106,7 +106,8 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
     for case_id, members in cases.items():
         idx = slice(start, start + len(members))
         start += len(members)
-        result = assess_case([p.view for p in members], metrics[idx], {k: v[idx] for k, v in outputs.items()}, cal)
+        result = assess_case([p.view for p in members], metrics[idx], {k: v[idx] for k, v in outputs.items()}, cal,
+                             brand=members[0].brand, model=members[0].model)
         rejected += sum(1 for p in result.photos if not p.ok)
         fusion = result.fusion
         outcomes.append(CaseOutcome(

@@ -241,8 +241,10 @@ class AuthenticityService:
             batch = engine_input(np.stack([p.pixels for p in photos]), pre)
         return photos, metrics, batch
 
-    async def analyse(self, uploads: list[Upload], views: list[str], priority: Priority | None = None) -> CaseAnalysis:
-        """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion."""
+    async def analyse(self, uploads: list[Upload], views: list[str], priority: Priority | None = None, *,
+                      brand: str | None = None, model: str | None = None) -> CaseAnalysis:
+        """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion
+        (with the claimed item's design head when the model has one)."""
         photos, metrics, batch = await self._decode(uploads)
         input_name = self.manifest.inputs[0].name
         if priority is None:
@@ -250,7 +252,7 @@ class AuthenticityService:
         else:
             outputs = await self.inference.infer(self.model_name, {input_name: batch}, priority=priority)
         with stage("assess"):
-            assessment = assess_case(views, metrics, outputs, self.calibration)
+            assessment = assess_case(views, metrics, outputs, self.calibration, brand=brand, model=model)
             embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
         return CaseAnalysis(photos, assessment, embeddings)
 
@@ -261,7 +263,7 @@ class AuthenticityService:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
-        analysis = await self.analyse(uploads, views, priority)
+        analysis = await self.analyse(uploads, views, priority, brand=brand, model=model)
         case_id = case_id or uuid.uuid4().hex
         with stage("references"):
             matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
@@ -346,7 +348,7 @@ class AuthenticityService:
         from kiln.serve.store import ReferenceRecord
 
         views, brand, model = check_request(uploads, views, brand, model, self.limits)
-        analysis = await self.analyse(uploads, views)
+        analysis = await self.analyse(uploads, views, brand=brand, model=model)
         rejected = [p for p in analysis.assessment.photos if not p.ok]
         if rejected:
             details = "; ".join(

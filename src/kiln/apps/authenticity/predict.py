@@ -38,7 +38,8 @@ class CheckpointPredictor:
         data: Any = torch.load(checkpoint, map_location="cpu", weights_only=True)
         extra = data.get("kiln_extra", {}) if isinstance(data, dict) else {}
         self.calibration = AuthCalibration.from_extra(extra, where=str(checkpoint))
-        source = source_string(self.calibration.backbone, self.calibration.embed_dim, self.calibration.width)
+        source = source_string(self.calibration.backbone, self.calibration.embed_dim, self.calibration.width,
+                               self.calibration.heads)
         loaded = load_source(ModelSource.parse(source, checkpoint))
         assert loaded.module is not None
         self.module = loaded.module.eval()

@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kiln.apps.authenticity.views import item_key
+
 if TYPE_CHECKING:
     from kiln.serve.store import ReferenceRecord, Store
-
-
-def item_key(text: str) -> str:
-    """How brands and models are compared: case- and space-insensitive."""
-    return " ".join(text.strip().lower().split())
 
 
 @dataclass(frozen=True)

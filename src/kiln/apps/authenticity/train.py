@@ -2,7 +2,9 @@
 
 Training sees each photo with its own target (counterfeit evidence or not) plus two auxiliary
 cosine-classifier heads on the embedding (view, and brand/model), which make the embedding space
-meaningful for wrong-view detection and reference search. Everything is CPU-friendly: photos are
+meaningful for wrong-view detection and reference search. With design heads (``design_heads``, for
+data of more than one brand/model) every photo trains both the generic classifier and the
+classifier of its own design, which can learn that design's house style. Everything is CPU-friendly: photos are
 decoded once into memory at the model's size, augmentation runs batched in torch, the network is
 small and channels-last. Nothing is downloaded: weights start random unless ``pretrained`` names a
 local file.
@@ -42,7 +44,7 @@ from kiln.apps.authenticity.model import (
     source_string,
 )
 from kiln.apps.authenticity.quality import QualityMetrics, learn_limits, measure
-from kiln.apps.authenticity.views import VIEWS
+from kiln.apps.authenticity.views import VIEWS, design_key
 from kiln.engine.spec import Preprocessing
 from kiln.errors import KilnError
 from kiln.progress import NullReporter, Reporter
@@ -73,6 +75,7 @@ class TrainConfig:
     min_authentic_views: int = 3
     min_side: int = 224
     device: str = "cpu"  # torch device for the network ("cuda" trains on a GPU; data stays on the CPU)
+    design_heads: bool = False  # also one classifier per (brand, model) besides the generic one
 
 
 @dataclass
@@ -205,12 +208,24 @@ def _predict(model: torch.nn.Module, pixels: np.ndarray, batch_size: int = 64) -
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
             logit, embedding, heatmap = model(to_model_input(pixels[start : start + batch_size]).to(device))
-            logits.append(logit[:, 0].float().cpu().numpy())
+            logits.append(logit.float().cpu().numpy())
             embeddings.append(embedding.float().cpu().numpy())
             heatmaps.append(heatmap.float().cpu().numpy())
     if not logits:
-        return np.zeros(0, np.float32), np.zeros((0, 1), np.float32), np.zeros((0, 1, 1), np.float32)
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), np.zeros((0, 1, 1), np.float32)
     return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(heatmaps)
+
+
+def photo_heads(photos: list[Photo], designs: list[str]) -> np.ndarray:
+    """The logit column each photo is judged by: its design's head, or the generic one (0)."""
+    index = {key: 1 + i for i, key in enumerate(designs)}
+    return np.array([index.get(design_key(p.brand, p.model), 0) for p in photos], dtype=np.int64)
+
+
+def chosen_logits(logits: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Each photo's logit from its own head (N×H, N heads → N)."""
+    logits = logits.reshape(len(heads), -1)
+    return logits[np.arange(len(heads)), np.minimum(heads, logits.shape[1] - 1)]
 
 
 def _load_pretrained(model: torch.nn.Module, path: Path) -> None:
@@ -340,6 +355,10 @@ def train(
 
     groups = sorted({(p.brand, p.model) for p in dataset.photos})
     group_index = {g: i for i, g in enumerate(groups)}
+    designs = sorted({design_key(b, m) for b, m in groups}) if config.design_heads and len(groups) > 1 else []
+    head_count = 1 + len(designs)
+    train_heads = torch.from_numpy(photo_heads(train_set.photos, designs)).to(device)
+    val_heads = photo_heads(val_set.photos, designs)
     targets = torch.tensor([p.target for p in train_set.photos], dtype=torch.float32, device=device)
     masks, mask_known = defect_masks(train_set.photos, train_big.pixels)
     known = torch.from_numpy(mask_known).to(device)
@@ -349,7 +368,7 @@ def train(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width)
+    model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width, heads=head_count)
     if config.pretrained is not None:
         _load_pretrained(model, config.pretrained)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -371,16 +390,24 @@ def train(
                 index = torch.from_numpy(batch).to(device)
                 x, mask = _augment(train_big.pixels[batch], masks[batch], size, generator, device)
                 logit, embedding, heatmap = model(x)
-                # Flaws are rare (a quarter of the photos, a few cells of those): weigh them up so that
-                # "nothing is ever wrong" is not the easy answer.
-                loss = F.binary_cross_entropy_with_logits(logit[:, 0], targets[index], pos_weight=photo_pos_weight)
-                # Where the flaw is (from the twin difference), cell by cell: dense supervision of the heatmap.
+                if heatmap.dim() == 3:
+                    heatmap = heatmap.unsqueeze(1)
+                # The generic head, and each photo's own design head (the same one when there are none).
+                rows = torch.arange(len(batch), device=device)
+                columns = [torch.zeros_like(train_heads[index])] + ([train_heads[index]] if head_count > 1 else [])
                 cells = torch.clamp(F.adaptive_avg_pool2d(mask, heatmap.shape[-2:])[:, 0] * 4.0, 0.0, 1.0)
                 weight = known[index].float().view(-1, 1, 1).expand_as(cells)
-                if float(weight.sum()) > 0:
-                    cell_loss = F.binary_cross_entropy_with_logits(heatmap, cells, weight=weight, pos_weight=cell_pos_weight,
-                                                                   reduction="sum")
-                    loss = loss + cell_loss / weight.sum()
+                loss = torch.zeros((), device=device)
+                for column in columns:
+                    # Flaws are rare (a quarter of the photos, a few cells of those): weigh them up so that
+                    # "nothing is ever wrong" is not the easy answer.
+                    loss = loss + F.binary_cross_entropy_with_logits(logit[rows, column], targets[index],
+                                                                     pos_weight=photo_pos_weight)
+                    # Where the flaw is (from the twin difference), cell by cell: dense supervision of the heatmap.
+                    if float(weight.sum()) > 0:
+                        cell_loss = F.binary_cross_entropy_with_logits(heatmap[rows, column], cells, weight=weight,
+                                                                       pos_weight=cell_pos_weight, reduction="sum")
+                        loss = loss + cell_loss / weight.sum()
                 loss = loss + 0.3 * F.cross_entropy(heads.logits(embedding, heads.views), view_ids[index])
                 loss = loss + 0.3 * F.cross_entropy(heads.logits(embedding, heads.groups), group_ids[index])
                 optimizer.zero_grad(set_to_none=True)
@@ -391,7 +418,7 @@ def train(
                 seen += len(batch)
                 task.advance()
         seconds = time.perf_counter() - epoch_start
-        val_logits, _, _ = _predict(model, val.pixels)
+        val_logits = chosen_logits(_predict(model, val.pixels)[0], val_heads)
         val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), val_targets)) if len(val_logits) else 0.0
         accuracy = float(((val_logits > 0) == (val_targets.numpy() > 0.5)).mean()) if len(val_logits) else 0.0
         stats = EpochStats(epoch, total / max(seen, 1), val_loss, accuracy, seconds, seen / max(seconds, 1e-9))
@@ -400,7 +427,7 @@ def train(
             on_epoch(stats)
 
     with reporter.task("calibrate on validation cases", total=1) as task:
-        calibration = calibrate(model, train_eval, val, config, dataset)
+        calibration = calibrate(model, train_eval, val, config, dataset, designs)
         task.advance()
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -418,12 +445,17 @@ def _case_groups(photos: list[Photo]) -> dict[str, list[int]]:
     return groups
 
 
-def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: TrainConfig, dataset: Dataset) -> AuthCalibration:
-    """Temperature, case calibration, thresholds and per-view profiles from held-out cases."""
+def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: TrainConfig, dataset: Dataset,
+              designs: list[str] | None = None) -> AuthCalibration:
+    """Temperature, case calibration, thresholds and per-view profiles from held-out cases (each
+    photo judged by its design's head when the model has design heads)."""
     from kiln.apps.authenticity.assessment import assess_case
 
-    train_logits, train_emb, _ = _predict(model, train.pixels)
-    val_logits, val_emb, val_heat = _predict(model, val.pixels)
+    designs = list(designs or [])
+    train_all, train_emb, _ = _predict(model, train.pixels)
+    val_all, val_emb, val_heat = _predict(model, val.pixels)
+    train_logits = chosen_logits(train_all, photo_heads(train.photos, designs))
+    val_logits = chosen_logits(val_all, photo_heads(val.photos, designs))
     val_targets = np.array([p.target for p in val.photos])
     temperature = fit_temperature(val_logits, val_targets)
 
@@ -480,10 +512,11 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
             min_authentic_views=config.min_authentic_views,
         ),
         views=views,
+        designs=designs,
         trained_on={
             "dataset": str(dataset.root),
             "synthetic": dataset.synthetic,
-            "source": source_string(config.backbone, config.embed_dim, config.width),
+            "source": source_string(config.backbone, config.embed_dim, config.width, 1 + len(designs)),
             **{k: v for k, v in dataset.summary().items() if k in ("photos", "cases", "models")},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         },
@@ -491,8 +524,10 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     # How the fitted calibration does on the validation cases, through the full gate and fusion.
     correct = covered = 0
     for idx in cases.values():
-        outputs = {"logit": val_logits[idx, None], "embedding": val_emb[idx], "heatmap": val_heat[idx]}
-        result = assess_case([val.photos[i].view for i in idx], [val.metrics[i] for i in idx], outputs, calibration)
+        outputs = {"logit": val_all[idx], "embedding": val_emb[idx], "heatmap": val_heat[idx]}
+        first = val.photos[idx[0]]
+        result = assess_case([val.photos[i].view for i in idx], [val.metrics[i] for i in idx], outputs, calibration,
+                             brand=first.brand, model=first.model)
         verdict = result.fusion.verdict.value
         if verdict != "inconclusive":
             covered += 1
@@ -501,6 +536,7 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         "cases": len(cases),
         "photos": len(val.photos),
         "photo_accuracy": round(float(((val_logits > 0) == (val_targets > 0.5)).mean()), 4),
+        "generic_photo_accuracy": round(float(((val_all.reshape(len(val_targets), -1)[:, 0] > 0) == (val_targets > 0.5)).mean()), 4),
         "coverage": round(covered / max(len(cases), 1), 4),
         "accuracy_covered": round(correct / max(covered, 1), 4),
         "train_photos": len(train.photos),
@@ -522,14 +558,14 @@ def recalibrate(checkpoint: Path, data: Path | Dataset, config: TrainConfig, out
     state: Any = torch.load(checkpoint, map_location="cpu", weights_only=True)
     old = AuthCalibration.model_validate(state["kiln_extra"])
     config.backbone, config.width, config.embed_dim, config.image_size = old.backbone, old.width, old.embed_dim, old.image_size
-    model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width)
+    model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width, heads=old.heads)
     model.load_state_dict(state["state_dict"])
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
     size = config.image_size
     train_eval = load_arrays(train_set.photos, size, threads, reporter, f"load {len(train_set.photos)} training photos")
     val = load_arrays(val_set.photos, size, threads, reporter, f"load {len(val_set.photos)} validation photos")
-    calibration = calibrate(model, train_eval, val, config, dataset)
+    calibration = calibrate(model, train_eval, val, config, dataset, old.designs)
     target = Path(out or checkpoint)
     tmp = target.with_name(target.name + ".tmp")
     torch.save({"state_dict": model.state_dict(), "kiln_extra": calibration.model_dump(mode="json")}, tmp)

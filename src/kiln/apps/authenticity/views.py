@@ -27,6 +27,16 @@ VIEW_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+def item_key(text: str) -> str:
+    """How brands and models are compared: case- and space-insensitive."""
+    return " ".join(text.strip().lower().split())
+
+
+def design_key(brand: str, model: str) -> str:
+    """One (brand, model) as the design heads and references name it: ``brand/model``, normalised."""
+    return f"{item_key(brand)}/{item_key(model)}"
+
+
 def check_view(view: str, *, where: str = "view") -> str:
     """Returns the normalised view name or raises naming the valid ones."""
     name = view.strip().lower().replace("-", "_").replace(" ", "_")
