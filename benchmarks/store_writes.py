@@ -1,12 +1,15 @@
-"""Case writes to a SQLite store: WAL checkpoints inside commits (SQLite's default) vs in kiln's background thread.
+"""Case writes to a SQLite store: WAL checkpoints inside commits (SQLite's default) vs in kiln's background thread,
+and the photos inside the database vs as files beside it.
 
 Each of --processes processes saves authentication cases (6 photos of the sizes a 1024×1024 JPEG
 case has, ~950 KB, with its result document) through ``Store.save_case`` at its share of --rate
 cases/s, open loop (a fixed schedule: a save that starts late counts its lateness), from a pool of
 threads as the server's ``asyncio.to_thread`` does. Run on a fresh database per mode: SQLite's
-automatic checkpoints (``Store(background_checkpoints=False)``: the commit that takes the log over
-~4 MB copies it back before returning) and kiln's ``WalCheckpointer`` (the default). Latency is from
-each case's scheduled time to its commit.
+automatic checkpoints with the photos in the database (``Store(background_checkpoints=False,
+photo_files=False)``: the commit that takes the log over ~4 MB copies it back before returning);
+kiln's ``WalCheckpointer`` with the photos in the database; and the default, ``WalCheckpointer``
+with the photos as files beside the database (``serve/store/photo_files.py``). Latency is from each
+case's scheduled time to its commit.
 
     python benchmarks/store_writes.py --out docs/benchmarks/store.md
     python benchmarks/store_writes.py --seconds 2 --rate 40 --out /tmp/store.md   # a quick check
@@ -19,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,8 +38,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 PHOTO_BYTES = (188_724, 135_804, 224_277, 181_072, 120_767, 98_809)  # the 6 JPEGs of gpu_authenticity.py's case
 VIEWS = ("logo", "stitching", "hardware", "date_code", "lining", "overall")
-MODES = {"inline": "in the commit that crosses the threshold (SQLite's default; baseline)",
-         "background": "in kiln's background thread (WalCheckpointer)"}
+MODES = {"inline": "in the commit that crosses the threshold (SQLite's default; baseline); photos in the database",
+         "background": "in kiln's background thread (WalCheckpointer); photos in the database",
+         "files": "in kiln's background thread; photos as files beside the database (kiln's default)"}
 
 
 def _case(rng: Any) -> Any:
@@ -58,7 +63,7 @@ def _writer(url: str, mode: str, rate: float, seconds: float, start_at: float, s
 
     from kiln.serve.store.database import Store, make_engine
 
-    store = Store(make_engine(url), background_checkpoints=mode == "background")
+    store = Store(make_engine(url), background_checkpoints=mode != "inline", photo_files=mode == "files")
     rng = random.Random(seed)
     cases = [_case(rng) for _ in range(int(rate * seconds))]
     latencies: list[float] = []
@@ -113,13 +118,21 @@ def run(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         process.join()
     latencies = [v for part in parts for v in part["latencies"]]
     wal = Path(str(path) + "-wal")
-    return {
+    photos = Path(str(path) + ".photos")
+    photos_mb = round(sum(f.stat().st_size for f in photos.rglob("*") if f.is_file()) / 1e6, 1) if photos.exists() else 0.0
+    result = {
         "mode": mode, "saved": len(latencies), "errors": sum(p["errors"] for p in parts),
         "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95), "p99_ms": percentile(latencies, 99),
         "max_ms": round(max(latencies), 2) if latencies else None,
         "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
-        "database_mb": round(path.stat().st_size / 1e6, 1), "wal_mb_after_close": round(wal.stat().st_size / 1e6, 1) if wal.exists() else 0.0,
+        "database_mb": round(path.stat().st_size / 1e6, 1), "photo_files_mb": photos_mb,
+        "wal_mb_after_close": round(wal.stat().st_size / 1e6, 1) if wal.exists() else 0.0,
     }
+    # Each mode writes ~1 GB: remove it, so that the next mode does not run on a fuller tmpfs or page cache.
+    shutil.rmtree(photos, ignore_errors=True)
+    for leftover in (path, wal, Path(str(path) + "-shm")):
+        leftover.unlink(missing_ok=True)
+    return result
 
 
 def main() -> None:
@@ -133,12 +146,17 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kiln-store-", dir=args.dir))
     rows = [run(mode, args, work) for mode in MODES]
-    base, new = rows
-    ratio = {k: round(base[k] / new[k], 2) if base[k] and new[k] else None for k in ("p50_ms", "p95_ms", "p99_ms")}
+    base, background, files = rows
+
+    def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+        return {k: round(a[k] / b[k], 2) if a[k] and b[k] else None for k in ("p50_ms", "p95_ms", "p99_ms")}
+
+    ratio = ratios(base, files)
+    ratio_background = ratios(background, files)
     command = "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     lines = [
-        "# Case writes to a SQLite store: where the WAL checkpoints run",
+        "# Case writes to a SQLite store: where the WAL checkpoints run, where the photos go",
         "",
         f"- command: `{command}`",
         f"- machine: {machine}; databases in {work}",
@@ -147,16 +165,19 @@ def main() -> None:
         f"open loop; a case is 6 photos ({sum(PHOTO_BYTES) / 1e3:.0f} KB) and its result document; latency from the "
         "scheduled time to the commit",
         "",
-        "| checkpoints run | cases saved | errors | p50 ms | p95 ms | p99 ms | max ms | mean ms | WAL after close |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| checkpoints run; photos | cases saved | errors | p50 ms | p95 ms | p99 ms | max ms | mean ms | database | photo files |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(f"| {MODES[row['mode']]} | {row['saved']} | {row['errors']} | {row['p50_ms']} | {row['p95_ms']} | "
-                     f"{row['p99_ms']} | {row['max_ms']} | {row['mean_ms']} | {row['wal_mb_after_close']} MB |")
-    lines += ["", f"Baseline ÷ background: p50 {ratio['p50_ms']}×, p95 {ratio['p95_ms']}×, p99 {ratio['p99_ms']}×.", ""]
+                     f"{row['p99_ms']} | {row['max_ms']} | {row['mean_ms']} | {row['database_mb']} MB | {row['photo_files_mb']} MB |")
+    lines += ["", f"Baseline ÷ default (files): p50 {ratio['p50_ms']}×, p95 {ratio['p95_ms']}×, p99 {ratio['p99_ms']}×; "
+              f"photos in the database ÷ as files (both with background checkpoints): p50 {ratio_background['p50_ms']}×, "
+              f"p95 {ratio_background['p95_ms']}×, p99 {ratio_background['p99_ms']}×.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows, "ratio": ratio}, indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows, "ratio": ratio,
+                                                              "ratio_background_over_files": ratio_background}, indent=2))
     print("\n".join(lines))
 
 

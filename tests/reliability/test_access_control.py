@@ -204,7 +204,7 @@ def test_keys_are_stored_hashed(secured: tuple[Server, Keys]) -> None:
     from kiln.security.hashing import hash_secret, parse_token
 
     database = Path(keys.store.store.engine.url.database or "")
-    data = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))  # with the WAL file
+    data = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*") if p.is_file())  # with the WAL file
     for token in keys.tokens.values():
         _, secret = parse_token(token) or ("", "")
         assert len(secret) == 43 and secret.encode() not in data

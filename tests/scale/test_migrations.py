@@ -42,7 +42,7 @@ def test_sqlite_store_opens_at_head_matching_the_models(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'kiln.db'}"
     store = open_store(url)
-    assert current_revision(store.engine) == "0004"
+    assert current_revision(store.engine) == "0005"
     store.close()
     assert _differences(url) == []
     open_store(url).close()  # opening again is a no-op
@@ -64,7 +64,7 @@ def test_database_made_before_migrations_is_stamped_and_upgraded(tmp_path: Path)
                                 "VALUES ('j1', 'authenticate', 'done', '2026-01-01', '2026-01-01', 1)"))
     engine.dispose()
     store = open_store(url)
-    assert current_revision(store.engine) == "0004"
+    assert current_revision(store.engine) == "0005"
     job = store.get_job("j1")
     assert job.status == "done" and job.webhook_attempts == 0 and job.callback_url is None
     store.close()
@@ -87,7 +87,7 @@ def test_database_at_0003_upgrades_to_the_case_list_indexes_and_keeps_its_cases(
     engine.dispose()
     store = open_store(url)
     try:
-        assert current_revision(store.engine) == "0004"
+        assert current_revision(store.engine) == "0005"
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("cases")}
         assert {"ix_cases_tenant_created_at", "ix_cases_brand_created_at", "ix_cases_verdict_created_at", "ix_cases_created_at"} <= indexes
         assert not indexes & {"ix_cases_tenant", "ix_cases_brand", "ix_cases_verdict"}
@@ -115,7 +115,7 @@ def test_postgresql_gets_the_same_schema_as_sqlite(database: str, tmp_path: Path
     sqlite = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
     postgres = open_store(pg_url(database))
     try:
-        assert current_revision(postgres.engine) == "0004"
+        assert current_revision(postgres.engine) == "0005"
         assert _schema(postgres.engine) == _schema(sqlite.engine)
         assert _differences(pg_url(database)) == []
     finally:

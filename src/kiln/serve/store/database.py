@@ -22,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.store.checkpoint import WalCheckpointer
 from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
+from kiln.serve.store.photo_files import PhotoFiles
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,19 @@ def _sqlite_file(engine: Engine) -> Path | None:
 class Store:
     """Cases, case images, references and jobs in one database."""
 
-    def __init__(self, engine: Engine, *, background_checkpoints: bool = True) -> None:
+    def __init__(self, engine: Engine, *, background_checkpoints: bool = True, photo_files: bool = True) -> None:
         """``background_checkpoints`` (SQLite files): WAL checkpoints in a thread (``checkpoint.py``)
-        instead of in whichever commit crosses SQLite's threshold; off only to measure the difference."""
+        instead of in whichever commit crosses SQLite's threshold; ``photo_files`` (SQLite files): case
+        photos saved as files beside the database (``photo_files.py``) instead of inside it. Both are
+        off only to measure the difference; PostgreSQL keeps photos in the database."""
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.checkpointer: WalCheckpointer | None = None
-        path = _sqlite_file(engine) if background_checkpoints else None
+        database = _sqlite_file(engine)
+        # Reading always looks beside a SQLite file (rows may name files whatever this store writes).
+        self.photos: PhotoFiles | None = PhotoFiles.beside(database) if database is not None else None
+        self.photo_files = photo_files and self.photos is not None
+        path = database if background_checkpoints else None
         if path is not None:
             engine.dispose()  # connections made before this point would keep automatic checkpoints
             event.listen(engine, "connect", _background_checkpoints)
@@ -172,7 +179,17 @@ class Store:
 
     # --- cases ---------------------------------------------------------------------------------
     def save_case(self, case: CaseRecord) -> bool:
-        """Inserts a case with its images; returns False when a case with that id already exists."""
+        """Inserts a case with its images; returns False when a case with that id already exists.
+
+        With photo files the bytes are written first, outside the transaction; the records keep
+        their ``data`` for the caller."""
+        held: list[tuple[CaseImageRecord, bytes]] = []
+        if self.photo_files and self.photos is not None:
+            for image in case.images:
+                if image.data and not image.photo_file:
+                    image.photo_file = self.photos.put(image.data)
+                    held.append((image, image.data))
+                    image.data = b""
         try:
             with self.session() as session:
                 if session.get(CaseRecord, case.id) is not None:
@@ -180,6 +197,9 @@ class Store:
                 session.add(case)
         except IntegrityError:
             return False  # a concurrent writer stored the same case id first: exactly once
+        finally:
+            for image, data in held:
+                image.data = data
         return True
 
     def get_case(self, case_id: str) -> CaseRecord:
@@ -234,14 +254,26 @@ class Store:
                 if session.get(CaseRecord, case_id) is None:
                     raise NotFoundError(f"case {case_id!r} not found")
                 raise NotFoundError(f"case {case_id!r} has no photo {position}")
-            return image
+        return self._with_bytes([image])[0]
 
     def case_images_with_data(self, case_id: str) -> list[CaseImageRecord]:
         with self.session() as session:
-            return list(session.scalars(
+            images = list(session.scalars(
                 select(CaseImageRecord).options(undefer(CaseImageRecord.data))
                 .where(CaseImageRecord.case_id == case_id).order_by(CaseImageRecord.position)
             ).all())
+        return self._with_bytes(images)
+
+    def _with_bytes(self, images: list[CaseImageRecord]) -> list[CaseImageRecord]:
+        """Fills ``data`` from the photo files of rows that name one (after their session closed, so
+        that nothing is written back)."""
+        for image in images:
+            if image.photo_file:
+                if self.photos is None:
+                    raise KilnError(f"photo {image.position} of case {image.case_id} is a file beside a SQLite database, "
+                                    f"and {self.url} is not one", status=500)
+                image.data = self.photos.get(image.photo_file)
+        return images
 
     def get_report(self, case_id: str, kind: str) -> str | bytes | None:
         column = CaseRecord.report_html if kind == "html" else CaseRecord.report_pdf

@@ -60,7 +60,9 @@ class CaseImageRecord(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(JSON)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     heatmap: Mapped[list[list[float]]] = mapped_column(JSON)
-    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # empty when the bytes are in a photo file
+    # migration 0005: the photo's file beside a SQLite database (photo_files.py); NULL when ``data`` holds it
+    photo_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     case: Mapped[CaseRecord] = relationship(back_populates="images")
 

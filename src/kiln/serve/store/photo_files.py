@@ -1,0 +1,71 @@
+"""Case photos as files beside a SQLite database, named by the SHA-256 of their bytes.
+
+SQLite has one writer at a time across every process of a server. A case carries ~1 MB of photos,
+and copying them into the write-ahead log inside the transaction held that lock for most of a
+save, so the other processes' saves queued behind it (``benchmarks/store_writes.py``). Written
+here, outside any transaction and in parallel, the photos leave the database a small row each
+(``CaseImageRecord.photo_file``).
+
+- The file is complete before the row that names it commits (written to a temporary name, then
+  renamed), so a committed case never points at a partial photo; a save that fails after its
+  files were written leaves them unreferenced (they are reused when the same bytes come again).
+- Names are the SHA-256 computed here from the bytes, so two photos never share a file unless
+  they are the same bytes.
+- Durability matches the database's (``synchronous=NORMAL`` in WAL mode): no fsync per save; a
+  crash of the process loses nothing that was committed, a power cut may lose the last saves.
+- The folder is ``DATABASE.photos`` next to the database file; back the two up together. Cases
+  are never deleted through the API, so files are never removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PhotoFiles:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def beside(cls, database: Path) -> PhotoFiles:
+        return cls(database.with_name(database.name + ".photos"))
+
+    def path(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise KilnError(f"{name!r} is not a photo file name (64 lowercase hex digits)", status=500)
+        return self.root / name[:2] / name
+
+    def put(self, data: bytes) -> str:
+        """Stores ``data`` (once per distinct content) and returns its name."""
+        name = hashlib.sha256(data).hexdigest()
+        target = self.path(name)
+        try:
+            if target.stat().st_size == len(data):
+                return name  # the same bytes are already there
+        except FileNotFoundError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{name}.{uuid.uuid4().hex}.part")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(data)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return name
+
+    def get(self, name: str) -> bytes:
+        try:
+            return self.path(name).read_bytes()
+        except FileNotFoundError:
+            raise KilnError(f"photo file {name} is missing from {self.root}", status=500,
+                            hint="restore the photos folder that was backed up with the database") from None

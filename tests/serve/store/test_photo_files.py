@@ -1,0 +1,92 @@
+"""Case photos as files beside a SQLite database: written before the row, read back whole, never mixed up."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kiln.errors import KilnError
+from kiln.serve.store import CaseImageRecord, CaseRecord, Store, open_store
+from kiln.serve.store.database import make_engine
+from kiln.serve.store.photo_files import PhotoFiles
+
+
+def _case(case_id: str, photos: list[bytes]) -> CaseRecord:
+    case = CaseRecord(id=case_id, brand="aurelle", model="celeste", verdict="authentic", confidence=0.9, engine="auth@1",
+                      result={"case_id": case_id})
+    case.images = [
+        CaseImageRecord(position=i, view="logo", sha256=hashlib.sha256(data).hexdigest(), content_type="image/jpeg",
+                        width=10, height=10, quality={"ok": True}, score=0.1, heatmap=[[0.0]], data=data)
+        for i, data in enumerate(photos)
+    ]
+    return case
+
+
+def test_photos_go_to_files_and_come_back(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    photos = [b"\xff\xd8first photo", b"\xff\xd8second photo", b"\xff\xd8first photo"]  # the third repeats the first
+    case = _case("c1", photos)
+    assert store.save_case(case)
+    assert [i.data for i in case.images] == photos  # the caller's records keep their bytes
+    folder = tmp_path / "kiln.db.photos"
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert [p.name for p in files] == sorted({hashlib.sha256(d).hexdigest() for d in photos})  # one file per content
+    with store.session() as session:  # the rows hold names, not bytes
+        rows = session.scalars(select(CaseImageRecord).where(CaseImageRecord.case_id == "c1")).all()
+        assert all(r.photo_file and len(r.photo_file) == 64 for r in rows)
+        assert all(r.data == b"" for r in rows)
+    assert store.case_image("c1", 1).data == photos[1]
+    assert [i.data for i in store.case_images_with_data("c1")] == photos
+    assert not list(folder.rglob("*.part"))
+    store.close()
+
+
+def test_rows_with_bytes_inside_still_read(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kiln.db'}"
+    inside = Store(make_engine(url), photo_files=False)
+    inside.create_schema()
+    assert inside.save_case(_case("old", [b"kept in the row"]))
+    inside.close()
+    assert not (tmp_path / "kiln.db.photos").exists()
+    store = open_store(url)
+    assert store.case_image("old", 0).data == b"kept in the row"
+    assert store.save_case(_case("new", [b"kept in a file"]))
+    assert [i.data for i in store.case_images_with_data("new")] == [b"kept in a file"]
+    store.close()
+
+
+def test_a_missing_photo_file_is_named(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    assert store.save_case(_case("c1", [b"soon gone"]))
+    name = hashlib.sha256(b"soon gone").hexdigest()
+    PhotoFiles.beside(tmp_path / "kiln.db").path(name).unlink()
+    with pytest.raises(KilnError, match=f"photo file {name} is missing"):
+        store.case_image("c1", 0)
+    store.close()
+
+
+def test_file_names_are_checked(tmp_path: Path) -> None:
+    files = PhotoFiles(tmp_path)
+    with pytest.raises(KilnError, match="not a photo file name"):
+        files.path("../../etc/passwd")
+    name = files.put(b"x")
+    assert files.get(name) == b"x" and files.path(name).parent.name == name[:2]
+
+
+def test_a_duplicate_case_leaves_the_first_untouched(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    assert store.save_case(_case("c1", [b"original"]))
+    assert not store.save_case(_case("c1", [b"a second attempt"]))
+    assert store.case_image("c1", 0).data == b"original"
+    store.close()
+
+
+def test_in_memory_databases_keep_photos_inside() -> None:
+    store = open_store("sqlite://")
+    assert store.photos is None and not store.photo_files
+    assert store.save_case(_case("c1", [b"in memory"]))
+    assert store.case_image("c1", 0).data == b"in memory"
+    store.close()
