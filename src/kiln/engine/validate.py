@@ -28,7 +28,9 @@ def scored_column(manifest: EngineManifest) -> int | None:
 
 def predictions(scores: np.ndarray, column: int | None = None) -> np.ndarray:
     scores = scores.reshape(scores.shape[0], -1)
-    if column is not None and column < scores.shape[1]:
+    if column is not None:
+        if column >= scores.shape[1]:
+            raise KilnError(f"the manifest's classifier_column {column} is past the output's {scores.shape[1]} columns")
         scores = scores[:, column : column + 1]
     if scores.shape[1] == 1:
         return (scores[:, 0] > 0).astype(np.int64)

@@ -104,3 +104,20 @@ def test_engine_and_assessment_use_the_claimed_design(trained_heads: TrainResult
     assert [p.logit for p in claimed.photos] == pytest.approx(got["logit"][:, head].tolist())
     assert [p.logit for p in generic.photos] == pytest.approx(got["logit"][:, 0].tolist())
     assert np.array_equal(claimed.photos[0].heatmap, got["heatmap"][0, head])
+
+
+def test_items_outside_the_designs_get_the_generic_calibration_and_a_note(trained_heads: TrainResult) -> None:
+    cal = trained_heads.calibration
+    assert cal.generic is not None
+    generic = cal.for_head(0)
+    assert generic.temperature == cal.generic.temperature and generic.thresholds.counterfeit == cal.generic.counterfeit
+    assert generic.thresholds.target_precision == cal.thresholds.target_precision
+    assert cal.for_head(1) is cal
+    metrics = [measure(np.full((64, 64, 3), 128, np.uint8), 64, 64)] * 2
+    outputs = {"logit": np.zeros((2, cal.heads), np.float32), "embedding": np.zeros((2, 32), np.float32),
+               "heatmap": np.zeros((2, cal.heads, 2, 2), np.float32)}
+    unknown = assess_case(["logo", "lining"], metrics, outputs, cal, brand="Nobody", model="Nothing")
+    assert any("not one of the designs" in note for note in unknown.notes)
+    brand, model = cal.designs[0].split("/")
+    known = assess_case(["logo", "lining"], metrics, outputs, cal, brand=brand, model=model)
+    assert not any("not one of the designs" in note for note in known.notes)

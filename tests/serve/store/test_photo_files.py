@@ -90,3 +90,35 @@ def test_in_memory_databases_keep_photos_inside() -> None:
     assert store.save_case(_case("c1", [b"in memory"]))
     assert store.case_image("c1", 0).data == b"in memory"
     store.close()
+
+
+def test_a_damaged_photo_file_is_named(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    assert store.save_case(_case("c1", [b"original bytes"]))
+    name = hashlib.sha256(b"original bytes").hexdigest()
+    PhotoFiles.beside(tmp_path / "kiln.db").path(name).write_bytes(b"")  # e.g. truncated by a crash
+    with pytest.raises(KilnError, match=f"photo file {name} .* is damaged"):
+        store.case_images_with_data("c1")
+    store.close()
+
+
+def test_a_failed_photo_write_leaves_the_callers_records_as_they_were(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    case = _case("c1", [b"first", b"second"])
+    calls = {"n": 0}
+    real_put = PhotoFiles.put
+
+    def failing_put(self: PhotoFiles, data: bytes) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_put(self, data)
+
+    monkeypatch.setattr(PhotoFiles, "put", failing_put)
+    with pytest.raises(OSError, match="No space"):
+        store.save_case(case)
+    assert [i.data for i in case.images] == [b"first", b"second"] and all(i.photo_file is None for i in case.images)
+    monkeypatch.setattr(PhotoFiles, "put", real_put)
+    assert store.save_case(case)  # a retry with the same records stores them once, as files
+    assert [i.data for i in store.case_images_with_data("c1")] == [b"first", b"second"]
+    store.close()

@@ -67,7 +67,10 @@ def assess_case(
 
     The claimed ``brand`` and ``model`` choose the classifier: the design head of that item when
     the model has one, the generic head otherwise."""
-    logits, heatmaps = head_outputs(outputs, len(views), cal.head_for(brand, model))
+    head = cal.head_for(brand, model)
+    logits, heatmaps = head_outputs(outputs, len(views), head)
+    fallback = bool(cal.designs) and head == 0
+    cal = cal.for_head(head)
     embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
     photos: list[PhotoAssessment] = []
     for index, view in enumerate(views):
@@ -85,6 +88,9 @@ def assess_case(
         photos.append(photo)
     usable = [ViewScore(p.index, p.view, p.logit, p.heatmap) for p in photos if p.ok]
     notes: list[str] = []
+    if fallback:
+        notes.append(f"{brand or '?'} / {model or '?'} is not one of the designs this model learnt: "
+                     "judged by its generic classifier, without that item's house style")
     counts: dict[str, int] = {}
     for view in views:
         counts[view] = counts.get(view, 0) + 1

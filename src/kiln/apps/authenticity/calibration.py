@@ -49,6 +49,16 @@ class Thresholds(BaseModel):
     max_foreign_share: float = 0.5
 
 
+class HeadCalibration(BaseModel):
+    """The temperature, case calibration and thresholds of one classifier column."""
+
+    temperature: float
+    fusion_scale: float
+    fusion_bias: float
+    counterfeit: float
+    authentic: float
+
+
 class AuthCalibration(BaseModel):
     app: str = "authenticity"
     format: int = FORMAT
@@ -66,6 +76,9 @@ class AuthCalibration(BaseModel):
     # "brand/model" of the design heads, in column order from column 1 (column 0 is the generic
     # classifier); empty for a single-head model
     designs: list[str] = Field(default_factory=list)
+    # with design heads, the generic column's own calibration (for items outside ``designs``); the
+    # fields above then belong to the design heads
+    generic: HeadCalibration | None = None
     validation: dict[str, Any] = Field(default_factory=dict)
     trained_on: dict[str, Any] = Field(default_factory=dict)
     trained_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -82,6 +95,17 @@ class AuthCalibration(BaseModel):
             return 1 + self.designs.index(key)
         except ValueError:
             return 0
+
+    def for_head(self, head: int) -> AuthCalibration:
+        """The calibration that judges column ``head``: the design heads' (the fields of this object),
+        or the generic column's own when the model has design heads."""
+        if head != 0 or not self.designs or self.generic is None:
+            return self
+        g = self.generic
+        return self.model_copy(update={
+            "temperature": g.temperature, "fusion_scale": g.fusion_scale, "fusion_bias": g.fusion_bias,
+            "thresholds": self.thresholds.model_copy(update={"counterfeit": g.counterfeit, "authentic": g.authentic}),
+        })
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any], where: str = "engine") -> AuthCalibration:

