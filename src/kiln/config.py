@@ -27,6 +27,8 @@ class Settings(BaseSettings):
                     "takes it over (default: the sender's lease, 80 s)")
     log_level: str = "info"
     secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
+    photo_files: bool = Field(default=False, description="SQLite stores: keep case photos as files beside the database "
+                              "(DATABASE.photos/, named by SHA-256) instead of inside it")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
                                "when the app's engine runs on one), cpu, cuda")
 

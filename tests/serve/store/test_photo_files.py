@@ -26,7 +26,7 @@ def _case(case_id: str, photos: list[bytes]) -> CaseRecord:
 
 
 def test_photos_go_to_files_and_come_back(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     photos = [b"\xff\xd8first photo", b"\xff\xd8second photo", b"\xff\xd8first photo"]  # the third repeats the first
     case = _case("c1", photos)
     assert store.save_case(case)
@@ -51,7 +51,7 @@ def test_rows_with_bytes_inside_still_read(tmp_path: Path) -> None:
     assert inside.save_case(_case("old", [b"kept in the row"]))
     inside.close()
     assert not (tmp_path / "kiln.db.photos").exists()
-    store = open_store(url)
+    store = open_store(url, photo_files=True)
     assert store.case_image("old", 0).data == b"kept in the row"
     assert store.save_case(_case("new", [b"kept in a file"]))
     assert [i.data for i in store.case_images_with_data("new")] == [b"kept in a file"]
@@ -59,7 +59,7 @@ def test_rows_with_bytes_inside_still_read(tmp_path: Path) -> None:
 
 
 def test_a_missing_photo_file_is_named(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"soon gone"]))
     name = hashlib.sha256(b"soon gone").hexdigest()
     PhotoFiles.beside(tmp_path / "kiln.db").path(name).unlink()
@@ -77,7 +77,7 @@ def test_file_names_are_checked(tmp_path: Path) -> None:
 
 
 def test_a_duplicate_case_leaves_the_first_untouched(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"original"]))
     assert not store.save_case(_case("c1", [b"a second attempt"]))
     assert store.case_image("c1", 0).data == b"original"
@@ -85,7 +85,7 @@ def test_a_duplicate_case_leaves_the_first_untouched(tmp_path: Path) -> None:
 
 
 def test_in_memory_databases_keep_photos_inside() -> None:
-    store = open_store("sqlite://")
+    store = open_store("sqlite://", photo_files=True)
     assert store.photos is None and not store.photo_files
     assert store.save_case(_case("c1", [b"in memory"]))
     assert store.case_image("c1", 0).data == b"in memory"
@@ -93,7 +93,7 @@ def test_in_memory_databases_keep_photos_inside() -> None:
 
 
 def test_a_damaged_photo_file_is_named(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"original bytes"]))
     name = hashlib.sha256(b"original bytes").hexdigest()
     PhotoFiles.beside(tmp_path / "kiln.db").path(name).write_bytes(b"")  # e.g. truncated by a crash
@@ -103,7 +103,7 @@ def test_a_damaged_photo_file_is_named(tmp_path: Path) -> None:
 
 
 def test_a_failed_photo_write_leaves_the_callers_records_as_they_were(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     case = _case("c1", [b"first", b"second"])
     calls = {"n": 0}
     real_put = PhotoFiles.put
@@ -122,3 +122,23 @@ def test_a_failed_photo_write_leaves_the_callers_records_as_they_were(tmp_path: 
     assert store.save_case(case)  # a retry with the same records stores them once, as files
     assert [i.data for i in store.case_images_with_data("c1")] == [b"first", b"second"]
     store.close()
+
+
+def test_photos_stay_in_the_database_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln.config import get_settings
+
+    monkeypatch.delenv("KILN_PHOTO_FILES", raising=False)
+    get_settings.cache_clear()
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+    assert not store.photo_files and store.save_case(_case("c1", [b"inside"]))
+    assert not (tmp_path / "kiln.db.photos").exists()
+    store.close()
+    monkeypatch.setenv("KILN_PHOTO_FILES", "1")
+    get_settings.cache_clear()
+    try:
+        store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
+        assert store.photo_files and store.save_case(_case("c2", [b"beside"]))
+        assert (tmp_path / "kiln.db.photos").is_dir() and store.case_image("c2", 0).data == b"beside"
+        store.close()
+    finally:
+        get_settings.cache_clear()

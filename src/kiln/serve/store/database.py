@@ -120,17 +120,22 @@ def _sqlite_file(engine: Engine) -> Path | None:
 class Store:
     """Cases, case images, references and jobs in one database."""
 
-    def __init__(self, engine: Engine, *, background_checkpoints: bool = True, photo_files: bool = True) -> None:
+    def __init__(self, engine: Engine, *, background_checkpoints: bool = True, photo_files: bool | None = None) -> None:
         """``background_checkpoints`` (SQLite files): WAL checkpoints in a thread (``checkpoint.py``)
-        instead of in whichever commit crosses SQLite's threshold; ``photo_files`` (SQLite files): case
-        photos saved as files beside the database (``photo_files.py``) instead of inside it. Both are
-        off only to measure the difference; PostgreSQL keeps photos in the database."""
+        instead of in whichever commit crosses SQLite's threshold (off only to measure the difference);
+        ``photo_files`` (SQLite files; default ``KILN_PHOTO_FILES``, off): new case photos saved as files
+        beside the database (``photo_files.py``) instead of inside it. PostgreSQL keeps photos in the
+        database. Rows that name a file read back whatever this store writes."""
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.checkpointer: WalCheckpointer | None = None
         database = _sqlite_file(engine)
         # Reading always looks beside a SQLite file (rows may name files whatever this store writes).
         self.photos: PhotoFiles | None = PhotoFiles.beside(database) if database is not None else None
+        if photo_files is None:
+            from kiln.config import get_settings
+
+            photo_files = get_settings().photo_files
         self.photo_files = photo_files and self.photos is not None
         path = database if background_checkpoints else None
         if path is not None:
@@ -381,9 +386,9 @@ class Store:
             return job
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
-    """A store on ``url`` (creating the tables unless ``create`` is False)."""
-    store = Store(make_engine(url))
+def open_store(url: str, *, create: bool = True, photo_files: bool | None = None) -> Store:
+    """A store on ``url`` (creating the tables unless ``create`` is False); ``photo_files`` as for ``Store``."""
+    store = Store(make_engine(url), photo_files=photo_files)
     if create:
         store.create_schema()
     return store

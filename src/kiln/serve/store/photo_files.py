@@ -1,4 +1,5 @@
-"""Case photos as files beside a SQLite database, named by the SHA-256 of their bytes.
+"""Case photos as files beside a SQLite database, named by the SHA-256 of their bytes (opt-in:
+``KILN_PHOTO_FILES=1``; docs/benchmarks/store.md has what it does and does not change).
 
 SQLite has one writer at a time across every process of a server. A case carries ~1 MB of photos,
 and copying them into the write-ahead log inside the transaction held that lock for most of a
