@@ -8,7 +8,8 @@
 # RECIPE_SIZE sets the synthetic photo size for all data sets (default 176).
 # ARGS are passed to authenticity_accuracy.py (e.g. --epochs 40 --width 1.0). Each recipe is bounded
 # by $RECIPE_TIMEOUT seconds (default 540); whatever it finished (checkpoint, train.json, results.json,
-# evaluation summaries) is copied to OUT_DIR/NAME, so a recipe cut off still returns its checkpoint.
+# evaluation summaries and per-case outcomes in eval.tar.gz) is copied to OUT_DIR/NAME, so a recipe cut off still
+# returns its checkpoint.
 set -uo pipefail
 out=$1; shift
 work=${RECIPE_WORK:-/tmp/kiln-recipes}
@@ -36,7 +37,9 @@ for name in "${names[@]}"; do
   dir="$work/$name"
   mkdir -p "$out/$name"
   cp -f "$dir"/auth.pt "$dir"/train.json "$dir"/results.json "$out/$name/" 2>/dev/null
-  [ -d "$dir/eval" ] && (cd "$dir" && find eval -name '*.json' -exec cp --parents {} "$out/$name/" \;)
+  # metrics and the per-case outcomes (cases.csv: what case calibrators and coverage curves are studied on), as
+  # one archive: the device tool does not bring deep folders back
+  [ -d "$dir/eval" ] && tar -czf "$out/$name/eval.tar.gz" -C "$dir" --exclude='*.png' eval
   echo "== $name: $(tail -1 "$out/$name.log")"
   grep -E "^epoch|coverage" "$out/$name.log" | tail -6
 done
