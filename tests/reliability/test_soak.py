@@ -41,3 +41,13 @@ def test_short_soak_and_overload(server: Server) -> None:
     assert not [p for p in verdict(result) if "answers other than" in p]  # latencies are measured, not asserted
     with server.client() as client:
         assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_bucket_without_requests_is_a_row_of_its_own() -> None:
+    from kiln.serve.soak import PhaseResult, Sample, timeline
+
+    samples = [Sample(at=t, call="infer_binary", status=200, latency_ms=5.0, service_ms=4.0) for t in (0.5, 1.5, 4.2)]
+    rows = timeline(PhaseResult("soak", 10.0, 5.0, samples), 1.0, [])
+    assert [row["from_s"] for row in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [row["requests"] for row in rows] == [1, 1, 0, 0, 1]
+    assert rows[2]["p99_ms"] is None and rows[2]["errors"] == 0

@@ -348,13 +348,13 @@ def _rate(points: list[tuple[float, float | None]]) -> float | None:
 def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[dict[str, Any]]:
     """Per bucket of the phase: requests, errors and their reasons, p50/p99, the server's RSS, and CPU (the
     server's, per request too, the load generator's, and the rest of the machine's: other jobs), so that
-    a change during a long run shows when it began and whether the server or a neighbour caused it."""
+    a change during a long run shows when it began and whether the server or a neighbour caused it. A
+    bucket in which no request started is a row too (0 requests): a load generator that stalled, or a
+    gap in the schedule, shows where it happened instead of vanishing from the table."""
     rows = []
     for index in range(math.ceil(phase.duration_s / bucket_s)):
         start, end = index * bucket_s, (index + 1) * bucket_s
         inside = [s for s in phase.samples if start <= s.at < end]
-        if not inside:
-            continue
         ok = [s.latency_ms for s in inside if 200 <= s.status < 300]
         row: dict[str, Any] = {"from_s": round(start, 1), "requests": len(inside),
                                "errors": sum(1 for s in inside if not 200 <= s.status < 300),
@@ -371,7 +371,8 @@ def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[di
         machine = _rate([(u.at, u.machine_cpu_s) for u in points])
         if server is not None:
             row["server_cpu_pct"] = round(100 * server, 1)
-            row["server_cpu_ms_per_request"] = round(1e3 * server * (min(end, phase.duration_s) - start) / len(inside), 2)
+            if inside:
+                row["server_cpu_ms_per_request"] = round(1e3 * server * (min(end, phase.duration_s) - start) / len(inside), 2)
         if loadgen is not None:
             row["loadgen_cpu_pct"] = round(100 * loadgen, 1)
         if machine is not None and server is not None and loadgen is not None:
