@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kiln.aio import cancel_and_wait
 from kiln.errors import KilnError, UnavailableError
 
 if TYPE_CHECKING:
@@ -190,9 +191,7 @@ class BrokerConnection:
     async def close(self) -> None:
         self._closing = True
         if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await cancel_and_wait(self._connecting)
         if self.connection is not None:
             with contextlib.suppress(Exception):  # closing a connection that is already gone
                 await self.connection.close()

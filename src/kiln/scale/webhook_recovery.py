@@ -12,11 +12,11 @@ must not act twice deduplicates on the ``X-Kiln-Job`` header.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kiln.aio import cancel_and_wait
 from kiln.errors import KilnError
 from kiln.scale import jobstore
 
@@ -73,7 +73,5 @@ class WebhookRecovery:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kiln.aio import cancel_and_wait
 from kiln.serve.access_log import RequestIdMiddleware
 from kiln.serve.context import AppPlugin
 from kiln.serve.http_errors import install_error_handlers
@@ -71,9 +72,7 @@ def create_app(state: ServerState, *, access_log: bool = True, static_dir: Path 
             yield
         finally:
             if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
+                await cancel_and_wait(starting)
             await state.stop()
 
     from kiln import __version__

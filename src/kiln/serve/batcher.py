@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kiln.aio import cancel_and_wait
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
 from kiln.serve.timing import current_timings
 
@@ -507,9 +508,7 @@ class DynamicBatcher:
         """Stops intake, lets the instances drain the queue and finish their batches."""
         self.queue.close()
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await cancel_and_wait(self._watchdog)
         deadline = time.monotonic() + timeout_s
         for instance in self.instances:
             await asyncio.to_thread(instance.join, max(0.0, deadline - time.monotonic()))

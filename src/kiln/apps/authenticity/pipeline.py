@@ -12,7 +12,6 @@ rendered later, on request. Each stage's wall time goes into the request's ``Sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kiln.aio import cancel_and_wait
 from kiln.apps.authenticity.assessment import CaseAssessment, assess_case
 from kiln.apps.authenticity.calibration import AuthCalibration
 from kiln.apps.authenticity.imaging import (
@@ -168,9 +168,7 @@ class AuthenticityService:
 
     async def stop(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await cancel_and_wait(self._refresher)
             self._refresher = None
 
     @property
