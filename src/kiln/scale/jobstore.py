@@ -62,15 +62,20 @@ def finish(store: Store, job_id: str, *, case_id: str | None = None, error: str 
         store.update_job(job_id, "failed", error=error, error_status=error_status)
 
 
-def webhook_attempt(store: Store, job_id: str, attempt: int) -> None:
-    """A delivery is under way (its heartbeat): ``sending``, the attempt count, and now."""
+def _set_webhook(store: Store, job_id: str, status: str, attempts: int, *, touch: bool) -> None:
     with store.session() as session:
         job = session.get(JobRecord, job_id)
         if job is None:
             raise NotFoundError(f"job {job_id!r} not found")
-        job.webhook_status = "sending"
-        job.webhook_attempts = attempt
-        job.updated_at = utcnow()
+        job.webhook_status = status
+        job.webhook_attempts = attempts
+        if touch:
+            job.updated_at = utcnow()
+
+
+def webhook_attempt(store: Store, job_id: str, attempt: int) -> None:
+    """A delivery is under way (its heartbeat): ``sending``, the attempt count, and now."""
+    _set_webhook(store, job_id, "sending", attempt, touch=True)
 
 
 @dataclass(frozen=True)
@@ -120,10 +125,6 @@ def _compare_and_claim(store: Store, job_id: str, webhook_status: str | None, up
 
 
 def webhook_outcome(store: Store, job_id: str, status: str, attempts: int) -> None:
-    with store.session() as session:
-        job = session.get(JobRecord, job_id)
-        if job is None:
-            raise NotFoundError(f"job {job_id!r} not found")
-        job.webhook_status = status
-        job.webhook_attempts = attempts
+    """How the delivery ended (``delivered`` or ``failed``) after ``attempts``."""
+    _set_webhook(store, job_id, status, attempts, touch=False)
 
