@@ -14,10 +14,13 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     caller would carry on as if it had not been cancelled). Any other exception the task ended with
     propagates.
     """
+    current = asyncio.current_task()
+    # Cleanup that runs because the caller was cancelled sees cancelling() > 0 all along: only a
+    # cancellation that arrives during this wait is the caller's to re-raise.
+    before = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if current is not None and current.cancelling() > before:
             raise

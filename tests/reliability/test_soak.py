@@ -51,3 +51,5 @@ def test_a_bucket_without_requests_is_a_row_of_its_own() -> None:
     assert [row["from_s"] for row in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert [row["requests"] for row in rows] == [1, 1, 0, 0, 1]
     assert rows[2]["p99_ms"] is None and rows[2]["errors"] == 0
+    # the phase lasted longer than its schedule (waiting for the last answers): no row after the last request
+    assert len(timeline(PhaseResult("soak", 10.0, 7.3, samples), 1.0, [])) == 5

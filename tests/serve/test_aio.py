@@ -60,3 +60,27 @@ async def test_other_exceptions_of_the_task_propagate() -> None:
     await asyncio.sleep(0)
     with pytest.raises(RuntimeError, match="failed while stopping"):
         await cancel_and_wait(task)
+
+
+async def test_cleanup_of_a_cancelled_caller_runs_to_the_end() -> None:
+    steps: list[str] = []
+
+    async def helper() -> None:
+        await asyncio.sleep(60)
+
+    async def owner() -> None:
+        first, second = asyncio.create_task(helper()), asyncio.create_task(helper())
+        try:
+            await asyncio.sleep(60)
+        finally:  # runs because owner was cancelled: every step of it must still happen
+            await cancel_and_wait(first)
+            steps.append("first stopped")
+            await cancel_and_wait(second)
+            steps.append("second stopped")
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps == ["first stopped", "second stopped"]

@@ -352,7 +352,11 @@ def timeline(phase: PhaseResult, bucket_s: float, usage: list[Usage]) -> list[di
     bucket in which no request started is a row too (0 requests): a load generator that stalled, or a
     gap in the schedule, shows where it happened instead of vanishing from the table."""
     rows = []
-    for index in range(math.ceil(phase.duration_s / bucket_s)):
+    # Up to the bucket of the last scheduled request: the phase's elapsed time also covers waiting for
+    # the last answers, and a bucket after the schedule ended is not a stall.
+    last = max((s.at for s in phase.samples), default=-1.0)
+    count = min(math.ceil(phase.duration_s / bucket_s), math.floor(last / bucket_s) + 1) if last >= 0 else 0
+    for index in range(count):
         start, end = index * bucket_s, (index + 1) * bucket_s
         inside = [s for s in phase.samples if start <= s.at < end]
         ok = [s.latency_ms for s in inside if 200 <= s.status < 300]
@@ -485,7 +489,8 @@ async def run_soak(settings: SoakSettings, report: Callable[[str], None] = print
         report(f"soak: {summary['requests']} requests, {summary['errors']} errors, p99 first {summary['p99_first_ms']} ms, "
                f"last {summary['p99_last_ms']} ms" + (f", RSS {summary['rss_start_mb']} → {summary['rss_end_mb']} MB" if rss else ""))
         for row in summary["timeline"]:
-            report(f"  from {row['from_s']:5.0f} s: {row['requests']} requests, {row['errors']} errors, p99 {row['p99_ms']} ms, "
+            p99 = "–" if row["p99_ms"] is None else f"{row['p99_ms']} ms"
+            report(f"  from {row['from_s']:5.0f} s: {row['requests']} requests, {row['errors']} errors, p99 {p99}, "
                    f"{row['connections_opened']} new connections"
                    + (f", CPU ms/request {row['server_cpu_ms_per_request']}" if "server_cpu_ms_per_request" in row else "")
                    + (f", others {row['others_cpu_pct']} %" if "others_cpu_pct" in row else ""))

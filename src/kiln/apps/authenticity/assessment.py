@@ -68,6 +68,8 @@ def assess_case(
     The claimed ``brand`` and ``model`` choose the classifier: the design head of that item when
     the model has one, the generic head otherwise."""
     head = cal.head_for(brand, model)
+    columns = np.asarray(outputs["logit"]).reshape(len(views), -1).shape[1]
+    head = head if head < columns else 0  # an engine without that column: the generic one, calibrated as such
     logits, heatmaps = head_outputs(outputs, len(views), head)
     fallback = bool(cal.designs) and head == 0
     cal = cal.for_head(head)
