@@ -211,11 +211,13 @@ def build_engine(
                 safer = precision.safer
                 while safer is not None and safer not in backend.supported_precisions(device):
                     safer = safer.safer
-                notes.append(
-                    f"{precision.value} failed the accuracy gate: drop {report.drop_points:.2f} points > {max_drop} "
-                    f"(engine {report.engine_top1:.2f}%, reference {report.reference_top1:.2f}%)"
-                    + (f"; falling back to {safer.value}" if safer else "")
-                )
+                column = report.max_column_drop_points
+                why = (f"drop {report.drop_points:.2f} points > {max_drop} "
+                       f"(engine {report.engine_top1:.2f}%, reference {report.reference_top1:.2f}%)"
+                       if report.drop_points > max_drop else
+                       f"one of the output's classifier columns dropped {column:.2f} points > {max_drop}")
+                notes.append(f"{precision.value} failed the accuracy gate: {why}"
+                             + (f"; falling back to {safer.value}" if safer else ""))
                 shutil.rmtree(path, ignore_errors=True)
                 precision = safer
                 continue

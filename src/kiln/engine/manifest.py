@@ -49,6 +49,9 @@ class ValidationReport(BaseModel):
     cosine_similarity: float
     max_drop: float
     passed: bool
+    # outputs of several binary logits (``classifier_column`` set): the largest accuracy drop of any
+    # column, each column's sign taken as its prediction; the gate holds it to max_drop as well
+    max_column_drop_points: float | None = None
 
 
 class EngineManifest(BaseModel):

@@ -72,6 +72,8 @@ def validate(
     engine_pred: list[np.ndarray] = []
     ref_pred: list[np.ndarray] = []
     cosines: list[np.ndarray] = []
+    got_scores: list[np.ndarray] = []  # every column of a multi-logit output, for the per-column check
+    want_scores: list[np.ndarray] = []
     with reporter.task(f"validate on {len(paths)} images", total=len(paths)) as task:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
@@ -83,6 +85,9 @@ def validate(
             engine_pred.append(predictions(got, column))
             ref_pred.append(predictions(want, column))
             cosines.append(cosine_rows(got, want))
+            if column is not None:
+                got_scores.append(got.reshape(got.shape[0], -1))
+                want_scores.append(want.reshape(want.shape[0], -1))
             task.advance(len(chunk))
     truth = np.asarray(labels)
     eng = np.concatenate(engine_pred)
@@ -90,6 +95,11 @@ def validate(
     engine_top1 = float((eng == truth).mean() * 100)
     reference_top1 = float((ref == truth).mean() * 100)
     drop = reference_top1 - engine_top1
+    column_drop = None
+    if got_scores and got_scores[0].shape[1] > 1:
+        g, w = np.concatenate(got_scores) > 0, np.concatenate(want_scores) > 0
+        hits = truth[:, None].astype(bool)
+        column_drop = float(((w == hits).mean(axis=0) - (g == hits).mean(axis=0)).max() * 100)
     return ValidationReport(
         dataset=str(Path(data_dir).resolve()),
         samples=len(truth),
@@ -99,5 +109,6 @@ def validate(
         top1_agreement=round(float((eng == ref).mean() * 100), 3),
         cosine_similarity=round(float(np.concatenate(cosines).mean()), 6),
         max_drop=max_drop,
-        passed=drop <= max_drop,
+        passed=drop <= max_drop and (column_drop is None or column_drop <= max_drop),
+        max_column_drop_points=None if column_drop is None else round(column_drop, 3),
     )

@@ -85,6 +85,7 @@ def test_engine_and_assessment_use_the_claimed_design(trained_heads: TrainResult
     outcome = build_auth_engine(trained_heads.checkpoint, synth_data, tmp_path / "fp32", precision=Precision.FP32,
                                 batch=BatchProfile(min=1, opt=6, max=8), cache_dir=tmp_path / "cache")
     assert outcome.manifest.validation is not None and outcome.manifest.validation.passed
+    assert outcome.manifest.validation.max_column_drop_points is not None  # every head was held to the gate
     engine = EnginePredictor(tmp_path / "fp32")
     reference = CheckpointPredictor(trained_heads.checkpoint)
     cal = engine.calibration
