@@ -138,7 +138,7 @@ def to_model_input(pixels: np.ndarray) -> torch.Tensor:
     return _normalise(x)
 
 
-def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.Generator,
+def _augment(pixels: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor, size: int, generator: torch.Generator,
              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Random crop-and-resize (scale, aspect, position) plus brightness, contrast and saturation jitter.
 
@@ -150,8 +150,10 @@ def _augment(pixels: np.ndarray, masks: np.ndarray, size: int, generator: torch.
 
     # Random numbers come from the CPU generator (the same stream on every device); the pixel work
     # runs where the network does.
-    x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.from_numpy(masks).to(device).unsqueeze(1).float().div_(255.0)
+    pixels = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
+    masks = torch.from_numpy(masks) if isinstance(masks, np.ndarray) else masks
+    x = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    m = masks.to(device).unsqueeze(1).float().div_(255.0)
     x = torch.cat([x, m], dim=1)
     n, _, h, w = x.shape
     rand = torch.rand(n, 6, generator=generator).to(device)
@@ -198,6 +200,20 @@ def defect_masks(photos: list[Photo], pixels: np.ndarray) -> tuple[np.ndarray, n
             masks[i] = mask
             known[i] = True
     return masks, known
+
+
+def _resident(pixels: np.ndarray, masks: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training arrays as tensors on ``device`` when they take at most half of its free memory,
+    otherwise (and on the CPU) as views of the arrays."""
+    import torch
+
+    on_cpu = torch.from_numpy(pixels), torch.from_numpy(masks)
+    if device.type != "cuda":
+        return on_cpu
+    free, _ = torch.cuda.mem_get_info(device)
+    if pixels.nbytes + masks.nbytes > free // 2:
+        return on_cpu
+    return on_cpu[0].to(device), on_cpu[1].to(device)
 
 
 def _predict(model: torch.nn.Module, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -380,16 +396,20 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
+    # The training photos and masks live where the network does when they fit (a GPU then indexes its
+    # batches itself instead of receiving a copy per step); on the CPU these share the arrays' memory.
+    train_pixels, train_masks = _resident(train_big.pixels, masks, device)
     history: list[EpochStats] = []
     for epoch in range(1, config.epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
         seen = 0
         with reporter.task(f"epoch {epoch}/{config.epochs}", total=steps_per_epoch) as task:
             for batch in sampler.epoch():
                 index = torch.from_numpy(batch).to(device)
-                x, mask = _augment(train_big.pixels[batch], masks[batch], size, generator, device)
+                where = index if train_pixels.device == index.device else torch.from_numpy(batch)
+                x, mask = _augment(train_pixels[where], train_masks[where], size, generator, device)
                 logit, embedding, heatmap = model(x)
                 if heatmap.dim() == 3:
                     heatmap = heatmap.unsqueeze(1)
@@ -405,24 +425,24 @@ def train(
                     loss = loss + F.binary_cross_entropy_with_logits(logit[rows, column], targets[index],
                                                                      pos_weight=photo_pos_weight)
                     # Where the flaw is (from the twin difference), cell by cell: dense supervision of the heatmap.
-                    if float(weight.sum()) > 0:
-                        cell_loss = F.binary_cross_entropy_with_logits(heatmap[rows, column], cells, weight=weight,
-                                                                       pos_weight=cell_pos_weight, reduction="sum")
-                        loss = loss + cell_loss / weight.sum()
+                    # (With no known mask in the batch every weight is 0 and so is this term: no branch, no sync.)
+                    cell_loss = F.binary_cross_entropy_with_logits(heatmap[rows, column], cells, weight=weight,
+                                                                   pos_weight=cell_pos_weight, reduction="sum")
+                    loss = loss + cell_loss / weight.sum().clamp(min=1.0)
                 loss = loss + 0.3 * F.cross_entropy(heads.logits(embedding, heads.views), view_ids[index])
                 loss = loss + 0.3 * F.cross_entropy(heads.logits(embedding, heads.groups), group_ids[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss.detach()) * len(batch)
+                total += loss.detach().double() * len(batch)
                 seen += len(batch)
                 task.advance()
         seconds = time.perf_counter() - epoch_start
         val_logits = chosen_logits(_predict(model, val.pixels)[0], val_heads)
         val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), val_targets)) if len(val_logits) else 0.0
         accuracy = float(((val_logits > 0) == (val_targets.numpy() > 0.5)).mean()) if len(val_logits) else 0.0
-        stats = EpochStats(epoch, total / max(seen, 1), val_loss, accuracy, seconds, seen / max(seconds, 1e-9))
+        stats = EpochStats(epoch, float(total) / max(seen, 1), val_loss, accuracy, seconds, seen / max(seconds, 1e-9))
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
