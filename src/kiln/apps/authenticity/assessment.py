@@ -43,12 +43,18 @@ class CaseAssessment:
     notes: list[str] = field(default_factory=list)
 
 
+def head_column(outputs: dict[str, np.ndarray], photos: int, head: int) -> int:
+    """``head`` when the engine's outputs have that column, otherwise the generic one (0)."""
+    columns = np.asarray(outputs["logit"]).reshape(photos, -1).shape[1]
+    return head if 0 <= head < columns else 0
+
+
 def head_outputs(outputs: dict[str, np.ndarray], photos: int, head: int) -> tuple[np.ndarray, np.ndarray]:
     """One classifier's logits (N) and heatmaps (N×h×w) from the engine's outputs (B×H, B×H×h×w,
     or a single head's B×1 and B×h×w)."""
     logits = np.asarray(outputs["logit"], np.float32).reshape(photos, -1)
     heatmaps = np.asarray(outputs["heatmap"], np.float32)
-    column = head if 0 <= head < logits.shape[1] else 0
+    column = head_column(outputs, photos, head)
     if heatmaps.ndim == 4:
         heatmaps = heatmaps[:, column if column < heatmaps.shape[1] else 0]
     return logits[:, column], heatmaps
@@ -67,9 +73,8 @@ def assess_case(
 
     The claimed ``brand`` and ``model`` choose the classifier: the design head of that item when
     the model has one, the generic head otherwise."""
-    head = cal.head_for(brand, model)
-    columns = np.asarray(outputs["logit"]).reshape(len(views), -1).shape[1]
-    head = head if head < columns else 0  # an engine without that column: the generic one, calibrated as such
+    # an engine without the claimed design's column: the generic one, calibrated as such
+    head = head_column(outputs, len(views), cal.head_for(brand, model))
     logits, heatmaps = head_outputs(outputs, len(views), head)
     fallback = bool(cal.designs) and head == 0
     cal = cal.for_head(head)

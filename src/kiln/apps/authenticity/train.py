@@ -477,6 +477,7 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     val_all, val_emb, val_heat = _predict(model, val.pixels)
     train_logits = chosen_logits(train_all, photo_heads(train.photos, designs))
     val_logits = chosen_logits(val_all, photo_heads(val.photos, designs))
+    val_generic = val_all.reshape(len(val.photos), -1)[:, 0]
     val_targets = np.array([p.target for p in val.photos])
     cases = _case_groups(val.photos)
     case_labels = np.array([val.photos[idx[0]].label for idx in cases.values()])
@@ -492,7 +493,7 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
 
     chosen = fit_head(val_logits)
     # With design heads, the generic column (what items outside the designs get) is fitted on its own.
-    generic = fit_head(val_all.reshape(len(val_targets), -1)[:, 0]) if designs else None
+    generic = fit_head(val_generic) if designs else None
 
     views: dict[str, ViewProfile] = {}
     # The resolution floor never demands more than the training photos had: a model trained on
@@ -565,7 +566,7 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         "cases": len(cases),
         "photos": len(val.photos),
         "photo_accuracy": round(float(((val_logits > 0) == (val_targets > 0.5)).mean()), 4),
-        "generic_photo_accuracy": round(float(((val_all.reshape(len(val_targets), -1)[:, 0] > 0) == (val_targets > 0.5)).mean()), 4),
+        "generic_photo_accuracy": round(float(((val_generic > 0) == (val_targets > 0.5)).mean()), 4),
         "coverage": round(covered / max(len(cases), 1), 4),
         "accuracy_covered": round(correct / max(covered, 1), 4),
         "train_photos": len(train.photos),
