@@ -142,6 +142,10 @@ def build_cmd(
                       f"(drop {v.drop_points:.2f} ≤ {v.max_drop}), agreement {v.top1_agreement:.2f}%")
 
 
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
+
+
 @auth_app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[Path, typer.Option("--data", help="held-out dataset (e.g. synthesised with an unseen seed)")],
@@ -181,6 +185,13 @@ def evaluate_cmd(
         for level, figures in report.by_difficulty.items():
             console.print(f"  {level}: coverage {figures['coverage']:.1%}, accuracy {figures['accuracy_covered']:.2%}, "
                           f"counterfeit recall {figures['counterfeit_recall']:.2%}")
+        for view, row in report.by_view.items():
+            if row["flawed"]:
+                console.print(f"  photos of {view}: flawed caught {_percent(row['flawed_recall'])}, clean flagged "
+                              f"{_percent(row['clean_false_alarms'])}, ROC-AUC {row['roc_auc']}, rejected {row['rejected']}")
+        for defect, row in report.by_defect.items():
+            console.print(f"  defect {defect}: caught {_percent(row['recall'])} of {row['photos']} photos "
+                          f"(median evidence {row['median_probability']})")
     if len(targets) == 2:
         fp32, eng = summary["fp32"], summary["engine"]
         assert isinstance(fp32, dict) and isinstance(eng, dict)

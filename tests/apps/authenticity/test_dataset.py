@@ -47,6 +47,20 @@ def test_cases_csv_groups_photos_and_sets_photo_labels(tmp_path: Path) -> None:
     assert lining.label == 1 and lining.target == 0, "a clean-looking photo of a counterfeit item"
 
 
+def test_cases_csv_names_the_defect_a_photo_shows(tmp_path: Path) -> None:
+    _layout(tmp_path)
+    lines = ["case_id,path,photo_label,defect"]
+    lines.append("case1,acme/tote/logo/counterfeit/item1_logo.jpg,counterfeit,kerning")
+    lines.append("case1,acme/tote/lining/counterfeit/item1_lining.jpg,authentic,")
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    photos = {p.view: p for p in load_dataset(tmp_path).cases()["case1"]}
+    assert (photos["logo"].defect, photos["lining"].defect) == ("kerning", "")
+    lines[2] = "case1,acme/tote/lining/counterfeit/item1_lining.jpg,authentic,colour"
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(KilnError, match=r"cases\.csv:3: defect 'colour' on a photo without counterfeit evidence"):
+        load_dataset(tmp_path)
+
+
 def test_split_is_by_case_and_keeps_twins_in_training(synth_data: Path) -> None:
     data = load_dataset(synth_data)
     assert data.synthetic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -100,8 +101,37 @@ def test_evaluate_writes_metrics_and_plots(trained: TrainResult, synth_data: Pat
     with Image.open(tmp_path / "eval" / "coverage.png") as plot:
         assert plot.format == "PNG"
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(metrics) >= {"coverage", "accuracy_covered", "roc_auc", "confusion", "by_difficulty"}
+    assert set(metrics) >= {"coverage", "accuracy_covered", "roc_auc", "confusion", "by_difficulty", "by_view", "by_defect"}
+    # per photo: every evaluated photo once, with the defect the synthetic data says it shows
+    with (tmp_path / "eval" / "photos.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(report.photo_outcomes) == sum(row["photos"] for row in metrics["by_view"].values())
+    flawed = [r for r in rows if r["target"] == "1"]
+    assert flawed and all(r["defect"] for r in flawed) and not any(r["defect"] for r in rows if r["target"] == "0")
+    assert sum(row["photos"] for row in metrics["by_defect"].values()) == len(flawed)
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_photo_breakdown_counts_catches_false_alarms_and_rejections() -> None:
+    from kiln.apps.authenticity.evaluate import PhotoOutcome, photo_breakdown
+
+    def photo(view: str, target: int, defect: str, probability: float | None, level: str = "hard") -> PhotoOutcome:
+        return PhotoOutcome("c", view, target, defect, level, probability, "" if probability is not None else "blur")
+
+    photos = [
+        photo("logo", 1, "kerning", 0.9), photo("logo", 1, "kerning", 0.2), photo("logo", 1, "font", 0.7, "easy"),
+        photo("logo", 1, "font", None), photo("logo", 0, "", 0.6), photo("logo", 0, "", 0.1), photo("logo", 0, "", 0.3),
+        photo("lining", 0, "", 0.05),
+    ]
+    by_view, by_defect = photo_breakdown(photos)
+    logo = by_view["logo"]
+    assert (logo["photos"], logo["rejected"], logo["flawed"]) == (7, 1, 3)
+    assert logo["flawed_recall"] == pytest.approx(2 / 3, abs=1e-4) and logo["clean_false_alarms"] == pytest.approx(1 / 3, abs=1e-4)
+    assert logo["roc_auc"] == pytest.approx(7 / 9, abs=1e-4)  # flawed 0.9, 0.2, 0.7 against clean 0.6, 0.1, 0.3
+    assert by_view["lining"]["flawed_recall"] is None and by_view["lining"]["roc_auc"] is None
+    assert by_defect["kerning"] == {"photos": 2, "rejected": 0, "recall": 0.5, "median_probability": 0.55,
+                                    "recall_by_difficulty": {"hard": 0.5}}
+    assert by_defect["font"]["rejected"] == 1 and by_defect["font"]["recall_by_difficulty"] == {"easy": 1.0}
 
 
 def test_decode_uses_the_same_pixels_as_the_engine_preprocessing() -> None:

@@ -44,6 +44,7 @@ class Photo:
     case_id: str
     difficulty: str = ""
     twin_of: str = ""
+    defect: str = ""  # the kind of flaw this photo shows, where the data says (e.g. synthetic defect families)
 
     @property
     def group(self) -> str:
@@ -161,8 +162,12 @@ def _apply_cases(root: Path, photos: list[Photo]) -> list[Photo]:
             twin_of = (row.get("twin_of") or "").strip()
             if twin_of and photo.label != 0:
                 raise KilnError(f"{csv_path}:{line}: a twin (twin_of={twin_of}) must be an authentic photo")
+            defect = (row.get("defect") or "").strip()
+            if defect and target == 0:
+                raise KilnError(f"{csv_path}:{line}: defect {defect!r} on a photo without counterfeit evidence",
+                                hint="a defect needs photo_label counterfeit (or a counterfeit item)")
             result.append(replace(photo, case_id=case_id, target=target, difficulty=(row.get("difficulty") or "").strip(),
-                                  twin_of=twin_of))
+                                  twin_of=twin_of, defect=defect))
             seen.add(rel)
     # Photos the file does not mention stay cases of their own.
     result.extend(p for rel, p in by_path.items() if rel not in seen)

@@ -3,14 +3,16 @@
 Every case goes through exactly what the server does: decode to the model's size, quality gate,
 distribution check, fusion with the calibrated thresholds. Cases the system abstains on are
 inconclusive; accuracy is reported on the cases it decided (with the coverage) and, for
-comparison, with abstention switched off.
+comparison, with abstention switched off. Per photo, the report says which views and which defect
+kinds (where ``cases.csv`` names them) the classifier catches and which it misses.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,17 @@ class CaseOutcome:
 
 
 @dataclass
+class PhotoOutcome:
+    case_id: str
+    view: str
+    target: int  # 1: the photo shows counterfeit evidence
+    defect: str
+    difficulty: str
+    probability: float | None  # calibrated counterfeit evidence; None when the quality gate rejected the photo
+    rejected_because: str  # the gate's finding codes, ';'-separated
+
+
+@dataclass
 class EvaluationReport:
     predictor: str
     dataset: str
@@ -50,10 +63,14 @@ class EvaluationReport:
     rejected_photo_rate: float
     thresholds: dict[str, float]
     outcomes: list[CaseOutcome] = field(default_factory=list)
+    photo_outcomes: list[PhotoOutcome] = field(default_factory=list)
+    by_view: dict[str, dict[str, Any]] = field(default_factory=dict)  # photo-level detection per view
+    by_defect: dict[str, dict[str, Any]] = field(default_factory=dict)  # photo-level recall per defect kind
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("outcomes")
+        data.pop("photo_outcomes")
         return data
 
 
@@ -101,6 +118,7 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
         task.advance()
     cal = predictor.calibration
     outcomes: list[CaseOutcome] = []
+    photo_outcomes: list[PhotoOutcome] = []
     start = 0
     rejected = 0
     for case_id, members in cases.items():
@@ -109,6 +127,12 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
         result = assess_case([p.view for p in members], metrics[idx], {k: v[idx] for k, v in outputs.items()}, cal,
                              brand=members[0].brand, model=members[0].model)
         rejected += sum(1 for p in result.photos if not p.ok)
+        photo_outcomes += [
+            PhotoOutcome(case_id, truth.view, truth.target, truth.defect, truth.difficulty,
+                         None if seen.probability is None else round(seen.probability, 6),
+                         ";".join(f.code for f in seen.findings))
+            for truth, seen in zip(members, result.photos, strict=True)
+        ]
         fusion = result.fusion
         outcomes.append(CaseOutcome(
             case_id=case_id, label=LABELS[members[0].label], verdict=fusion.verdict.value,
@@ -116,7 +140,48 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
             counterfeit_probability=None if fusion.counterfeit_probability is None else round(fusion.counterfeit_probability, 6),
             difficulty=next((p.difficulty for p in members if p.difficulty), ""), rejected_photos=sum(1 for p in result.photos if not p.ok),
         ))
-    return _report(predictor, dataset, outcomes, rejected / max(len(photos), 1))
+    report = _report(predictor, dataset, outcomes, rejected / max(len(photos), 1))
+    report.photo_outcomes = photo_outcomes
+    report.by_view, report.by_defect = photo_breakdown(photo_outcomes)
+    return report
+
+
+def _share(hits: int, total: int) -> float | None:
+    return round(hits / total, 4) if total else None
+
+
+def photo_breakdown(photos: list[PhotoOutcome]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per view: how many flawed photos the classifier flags (calibrated evidence ≥ 0.5), how many
+    clean ones it flags wrongly, and the photo-level ROC-AUC; per defect kind: its recall, overall
+    and per difficulty level. Photos the quality gate rejected count only as rejected."""
+    by_view: dict[str, dict[str, Any]] = {}
+    for view in sorted({p.view for p in photos}):
+        members = [p for p in photos if p.view == view]
+        usable = [p for p in members if p.probability is not None]
+        flawed = [p for p in usable if p.target]
+        clean = [p for p in usable if not p.target]
+        auc = roc_auc(np.array([p.probability for p in usable], np.float64), np.array([p.target for p in usable]))
+        by_view[view] = {
+            "photos": len(members), "rejected": len(members) - len(usable), "flawed": len(flawed),
+            "flawed_recall": _share(sum((p.probability or 0.0) >= 0.5 for p in flawed), len(flawed)),
+            "clean_false_alarms": _share(sum((p.probability or 0.0) >= 0.5 for p in clean), len(clean)),
+            "roc_auc": None if auc is None else round(auc, 5),
+        }
+    by_defect: dict[str, dict[str, Any]] = {}
+    for defect in sorted({p.defect for p in photos if p.defect}):
+        members = [p for p in photos if p.defect == defect]
+        usable = [p for p in members if p.probability is not None]
+        levels = {}
+        for level in sorted({p.difficulty for p in usable if p.difficulty}):
+            at_level = [p for p in usable if p.difficulty == level]
+            levels[level] = _share(sum((p.probability or 0.0) >= 0.5 for p in at_level), len(at_level))
+        by_defect[defect] = {
+            "photos": len(members), "rejected": len(members) - len(usable),
+            "recall": _share(sum((p.probability or 0.0) >= 0.5 for p in usable), len(usable)),
+            "median_probability": round(float(np.median([p.probability for p in usable])), 4) if usable else None,
+            "recall_by_difficulty": levels,
+        }
+    return by_view, by_defect
 
 
 def _accuracy(outcomes: list[CaseOutcome]) -> tuple[float, float, float]:
@@ -179,19 +244,23 @@ def coverage_curve(outcomes: list[CaseOutcome]) -> tuple[np.ndarray, np.ndarray]
 
 
 def write_outputs(report: EvaluationReport, out: Path, title: str = "") -> list[Path]:
-    """metrics.json, cases.csv, coverage.png (coverage vs accuracy) and confusion.png under ``out``."""
+    """metrics.json, cases.csv, photos.csv, coverage.png (coverage vs accuracy) and confusion.png under ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "metrics.json", out / "cases.csv", out / "coverage.png", out / "confusion.png"]
+    written = [out / "metrics.json", out / "cases.csv", out / "photos.csv", out / "coverage.png", out / "confusion.png"]
     (out / "metrics.json").write_text(json.dumps(report.summary(), indent=2) + "\n", encoding="utf-8")
     lines = ["case_id,label,verdict,confidence,counterfeit_probability,difficulty,rejected_photos"]
     lines += [f"{o.case_id},{o.label},{o.verdict},{o.confidence},{'' if o.counterfeit_probability is None else o.counterfeit_probability},"
               f"{o.difficulty},{o.rejected_photos}" for o in report.outcomes]
     (out / "cases.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with (out / "photos.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f.name for f in fields(PhotoOutcome)])
+        writer.writerows(astuple(p) for p in report.photo_outcomes)
 
     coverage, accuracy = coverage_curve(report.outcomes)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
