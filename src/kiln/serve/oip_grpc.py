@@ -17,6 +17,7 @@ import numpy as np
 
 from kiln.errors import KilnError
 from kiln.serve import oip
+from kiln.serve.oip_wire import InferRequest, parse_infer_request
 from kiln.serve.protos import grpc_service_pb2 as pb
 from kiln.serve.protos import model_config_pb2 as mc
 from kiln.serve.state import ServerState
@@ -77,8 +78,10 @@ def _param_value(param: Any) -> Any:
     return getattr(param, kind) if kind else None
 
 
-def parse_inputs(request: Any, max_elements: int) -> dict[str, np.ndarray]:
-    raw = request.raw_input_contents
+def parse_inputs(request: Any, max_elements: int, raw: Any = None) -> dict[str, np.ndarray]:
+    """The request's input tensors; ``raw`` (views from :mod:`kiln.serve.oip_wire`) stands in for
+    ``request.raw_input_contents``."""
+    raw = request.raw_input_contents if raw is None else raw
     if raw and len(raw) != len(request.inputs):
         raise KilnError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; they must match")
     if not request.inputs:
@@ -112,9 +115,11 @@ def parse_inputs(request: Any, max_elements: int) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _handler(method: Callable[[Any, Any], Awaitable[Any]], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+def _handler(method: Callable[[Any, Any], Awaitable[Any]], request_type: Any, response_type: Any,
+             deserializer: Callable[[bytes], Any] | None = None) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(
-        method, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        method, request_deserializer=deserializer or request_type.FromString,
+        response_serializer=response_type.SerializeToString,
     )
 
 
@@ -136,7 +141,8 @@ class InferenceService:
                 "ModelReady": _handler(wrap(self.model_ready), pb.ModelReadyRequest, pb.ModelReadyResponse),
                 "ServerMetadata": _handler(wrap(self.server_metadata), pb.ServerMetadataRequest, pb.ServerMetadataResponse),
                 "ModelMetadata": _handler(wrap(self.model_metadata), pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-                "ModelInfer": _handler(wrap(self.model_infer), pb.ModelInferRequest, pb.ModelInferResponse),
+                "ModelInfer": _handler(wrap(self.model_infer), pb.ModelInferRequest, pb.ModelInferResponse,
+                                       deserializer=parse_infer_request),
                 "ModelConfig": _handler(wrap(self.model_config), pb.ModelConfigRequest, pb.ModelConfigResponse),
                 "RepositoryIndex": _handler(wrap(self.repository_index), pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
             },
@@ -217,11 +223,12 @@ class InferenceService:
         rows = self.repo.index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
 
-    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def model_infer(self, wire: InferRequest, context: grpc.aio.ServicerContext) -> Any:
         self.state.check_accepting()
+        request = wire.message
         model = self.repo.ready_model(request.model_name, request.model_version or None)
         try:
-            inputs = parse_inputs(request, model.config.limits.max_tensor_elements)
+            inputs = parse_inputs(request, model.config.limits.max_tensor_elements, wire.raw_input_contents)
             options = oip.request_options({key: _param_value(value) for key, value in request.parameters.items()})
             requested = [o.name for o in request.outputs]
         except KilnError:
