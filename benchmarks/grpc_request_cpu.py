@@ -85,7 +85,7 @@ def load(url: str, concurrency: int, rows: int, seconds: float) -> dict[str, Any
         inputs = loadgen.make_inputs(metadata, rows)
         target = loadgen.make_target(url, "tiny", "grpc", inputs, connections=concurrency)
         try:
-            result = await loadgen.closed_loop(target, concurrency, seconds, protocol="grpc", warmup_s=0.0)
+            result = await loadgen.closed_loop(target, concurrency, seconds, batch=rows, protocol="grpc", warmup_s=0.0)
         finally:
             await target.close()
         return result.summary()
