@@ -75,3 +75,17 @@ def test_bytes_the_scanner_does_not_handle_are_left_to_protobuf() -> None:
     for broken in (data[:-5], data + b"\x3a\x40abc"):  # cut short; a length running past the end
         with pytest.raises(DecodeError):
             parse_infer_request(broken)
+
+
+def test_many_tiny_fields_and_overlong_tags_are_left_to_protobuf() -> None:
+    from kiln.serve.oip_wire import MAX_FIELDS
+
+    request = _request()
+    data = request.SerializeToString()
+    padded = b"\x50\x00" * (MAX_FIELDS + 1) + data  # unknown varint fields (field 10): valid, but too many to scan in Python
+    wire = parse_infer_request(padded)
+    assert not isinstance(wire.raw_input_contents, list), "protobuf parsed it whole"
+    assert list(wire.raw_input_contents) == list(request.raw_input_contents) and wire.message.model_name == "resnet"
+    overlong = b"\xba\x80\x80\x80\x80\x00\x03abc" + data  # field 7's tag in 6 bytes: protobuf refuses it
+    with pytest.raises(DecodeError):
+        parse_infer_request(overlong)

@@ -188,10 +188,10 @@ def evaluate_cmd(
         for view, row in report.by_view.items():
             if row["flawed"]:
                 console.print(f"  photos of {view}: flawed caught {_percent(row['flawed_recall'])}, clean flagged "
-                              f"{_percent(row['clean_false_alarms'])}, ROC-AUC {row['roc_auc']}, rejected {row['rejected']}")
+                              f"{_percent(row['clean_false_alarms'])}, ROC-AUC {row['roc_auc'] if row['roc_auc'] is not None else 'n/a'}, rejected {row['rejected']}")
         for defect, row in report.by_defect.items():
             console.print(f"  defect {defect}: caught {_percent(row['recall'])} of {row['photos']} photos "
-                          f"(median evidence {row['median_probability']})")
+                          f"(median evidence {row['median_probability'] if row['median_probability'] is not None else 'n/a'})")
     if len(targets) == 2:
         fp32, eng = summary["fp32"], summary["engine"]
         assert isinstance(fp32, dict) and isinstance(eng, dict)

@@ -9,8 +9,9 @@ then reads it in place), and only the remainder (names, shapes, parameters: a fe
 bytes) goes through protobuf. Fields keep their order, so the remainder parses to exactly what
 the whole message gives for every other field.
 
-Anything the scanner does not expect (a group wire type, a length that runs past the end) is
-left to protobuf's own parser, which accepts what is valid and rejects what is not as before.
+Anything the scanner does not expect (a group wire type, a length that runs past the end, an
+over-long tag, more than ``MAX_FIELDS`` top-level fields) is left to protobuf's own parser, which
+accepts what is valid and rejects what is not as before.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 from kiln.serve.protos import grpc_service_pb2 as pb
 
 RAW_INPUT_CONTENTS = 7  # ModelInferRequest.raw_input_contents
+MAX_FIELDS = 4096  # top-level fields scanned in Python; a message with more goes to protobuf's C parser whole
+MAX_TAG_BYTES = 5  # protobuf rejects longer tags; so does the scanner
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 
 
@@ -55,11 +58,16 @@ def _split(data: bytes) -> tuple[bytes, list[memoryview]]:
     view = memoryview(data)
     rest: list[memoryview] = []
     raw: list[memoryview] = []
-    at = kept_from = 0
+    at = kept_from = fields = 0
     end = len(data)
     while at < end:
+        fields += 1
+        if fields > MAX_FIELDS:  # real requests have tens; thousands of tiny fields must not stall the event loop
+            raise _Unexpected
         field_start = at
         tag, at = _varint(data, at)
+        if at - field_start > MAX_TAG_BYTES:
+            raise _Unexpected
         wire = tag & 7
         if wire == _LENGTH_DELIMITED:
             length, at = _varint(data, at)
