@@ -360,7 +360,7 @@ def start_server(args: argparse.Namespace, repo: Path, port: int, db_url: str, h
     return subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
          "--apps", "authenticity", "--no-access-log", "--no-pages", "--log-level", "info", "--db", db_url,
-         "--max-inflight", "1024", "--workers", str(args.workers)],
+         "--max-inflight", "1024", "--workers", str(args.workers), *(["--shared-engines"] if args.shared_engines else [])],
         stdout=log, stderr=log, env=env,
     )
 
@@ -568,6 +568,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=2, help="engine instances in the server")
     parser.add_argument("--workers", type=int, default=1, help="kiln serve --workers (server processes sharing the port)")
     parser.add_argument("--queue-delay-us", type=int, default=200)
+    parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
     parser.add_argument("--photo-size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=20, help="references per view in the store")
     parser.add_argument("--rate", type=float, default=100.0, help="target rate, cases/s")

@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only to check this script without a GPU")
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="kiln serve --workers (server processes sharing the ports)")
+    parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
+    parser.add_argument("--cache", type=Path, default=None, help="engine cache to reuse between runs (default: a fresh one)")
+    parser.add_argument("--skip-single", action="store_true", help="skip the concurrency 1 and 64 single-image runs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     # a time limit's SIGTERM still writes what was measured (the finally below)
@@ -108,7 +111,7 @@ def main() -> None:
             input_size=(args.input_size, args.input_size) if args.input_size else None,
             options={"compile": args.compile, "input_format": "uint8", "freezing": args.freezing},
         ),
-        cache=EngineCache(work / "cache"),
+        cache=EngineCache(args.cache or work / "cache"),
         output=repo / args.model / "1",
     )
     build_seconds = time.perf_counter() - started
@@ -125,7 +128,7 @@ def main() -> None:
     log = (work / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--workers", str(args.workers)],
+         "--workers", str(args.workers), *(["--shared-engines"] if args.shared_engines else [])],
         stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ),
     )
     result: dict[str, Any] = {
@@ -141,7 +144,7 @@ def main() -> None:
         result["server_ready_seconds"] = round(time.perf_counter() - start_wait, 1)
         print(f"built in {build_seconds:.0f}s, server ready in {result['server_ready_seconds']}s", flush=True)
         single = []
-        for concurrency in (1, 64):
+        for concurrency in () if args.skip_single else (1, 64):
             out = work / f"single-{concurrency}.json"
             proc = _bench(grpc_addr, args.model, concurrency, 1, args.duration, out)
             proc.wait()

@@ -137,3 +137,70 @@ def test_port_zero_with_workers_is_refused(small_repo: Path, tmp_path: Path) -> 
     assert server.wait(60) == 2
     stderr = server.stderr.read().decode() if server.stderr else ""
     assert "--workers 2 needs a fixed --http-port" in stderr
+
+
+
+@pytest.fixture
+def shared_engines(small_repo: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    http_port = free_port()
+    env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "kiln", "serve", "--repo", str(small_repo), "--http-port", str(http_port),
+               "--grpc-port", str(free_port()), "--workers", "2", "--shared-engines", "--no-pages", "--no-access-log"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield server, http_port
+    finally:
+        if server.poll() is None:
+            for child in _children(server.pid):
+                os.kill(child, signal.SIGKILL)
+            server.kill()
+            server.wait(10)
+
+
+def _started(pid: int) -> int:
+    """Start time of a process in clock ticks (/proc/PID/stat field 22)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_shared_engines_load_each_model_once_and_serve_both_workers(shared_engines: tuple[subprocess.Popen[bytes], int]) -> None:
+    import httpx
+
+    server, http_port = shared_engines
+    url = f"http://127.0.0.1:{http_port}"
+    wait_until_ready(url, [], seconds=120, request_timeout=1)
+    children = _children(server.pid)
+    assert len(children) == 3, "two workers and the engine host"
+    pids: set[int] = set()
+    body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3, 4, 5, 6]}]}
+    deadline = time.monotonic() + 60
+    while len(pids) < 2:
+        assert time.monotonic() < deadline, f"answers came only from {pids}"
+        with httpx.Client(timeout=10) as client:
+            answer = client.post(url + "/v2/models/long/infer", json=body)
+        if answer.status_code == 503:  # the other worker may still be attaching
+            time.sleep(0.2)
+            continue
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3, 6, 9, 12, 15, 18]
+        pids.add(int(answer.headers[WORKER_HEADER]))
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert stderr.count("engine host: model long version 1 ready") == 1, stderr[-3000:]
+    assert "kiln engine host started" in stderr
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_an_engine_host_that_dies_stops_the_server_with_a_failure(shared_engines: tuple[subprocess.Popen[bytes], int]) -> None:
+    server, http_port = shared_engines
+    wait_until_ready(f"http://127.0.0.1:{http_port}", [], seconds=120, request_timeout=1)
+    children = _children(server.pid)
+    assert len(children) == 3
+    host = min(children, key=_started)  # started, and listening, before the workers
+    os.kill(host, signal.SIGKILL)
+    assert server.wait(30) == 1
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert f"engine host (pid {host}) exited with status -9" in stderr
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

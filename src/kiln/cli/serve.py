@@ -34,6 +34,8 @@ def serve(
     max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
     workers: Annotated[int, typer.Option("--workers", help="server processes sharing the ports (SO_REUSEPORT), each loading "
                                          "every model; per-process metrics and rate limits")] = 1,
+    shared_engines: Annotated[bool, typer.Option("--shared-engines", help="run the engines once, in an engine host process that "
+                                                 "batches every worker's requests together (one CUDA context on a GPU)")] = False,
     max_loop_lag_ms: Annotated[float, typer.Option("--max-loop-lag-ms",
                                                    help="refuse new HTTP requests (503) while the event loop runs this late (0: never)")] = 50.0,
     loop: Annotated[str, typer.Option("--loop", help="event loop: asyncio (accepts connections faster under load) or uvloop")] = "asyncio",
@@ -90,8 +92,11 @@ def serve(
         max_inflight=max_inflight or None,
         max_loop_lag_s=max_loop_lag_ms / 1e3 or None,
         loop=loop,
+        shared_engines=shared_engines,
     )
-    if workers == 1:
+    if shared_engines and broker:
+        raise KilnError("--shared-engines does not apply to a gateway (--broker): it runs no engines")
+    if workers == 1 and not shared_engines:
         run(options)
         return
     from kiln.serve.workers import supervise

@@ -38,6 +38,7 @@ def server_state(
     models: list[str] | None = None,
     strict_readiness: bool = False,
     metrics: ServerMetrics | None = None,
+    engine_host: str | None = None,
 ) -> ServerState:
     """A server's state for the model repository ``repo`` with the given app plugins."""
     from kiln.config import get_settings
@@ -45,7 +46,7 @@ def server_state(
     metrics = metrics or ServerMetrics()
     plugins = [load_plugin(app) if isinstance(app, str) else app for app in apps]
     required = sorted({m for plugin in plugins for m in plugin.required_models()})
-    repository = ModelRepository(repo, metrics, models=(models + required) if models else None)
+    repository = ModelRepository(repo, metrics, models=(models + required) if models else None, engine_host=engine_host)
     return ServerState(repository, get_settings(), metrics, plugins, strict_readiness=strict_readiness)
 
 

@@ -292,6 +292,8 @@ def run_batch(runner: InstanceRunner, batch: list[Pending]) -> tuple[list[Tensor
     t1 = time.perf_counter()
     try:
         outputs = runner.infer(inputs, check=False)
+    except (UnavailableError, DeadlineExceededError) as exc:  # the engine host refused or timed out: keep the kind
+        return exc, t1 - t0, 0.0, 0.0
     except KilnError as exc:
         return InferenceFailedError(f"the engine failed on a batch of {total}: {exc.message}"), t1 - t0, 0.0, 0.0
     except Exception as exc:  # any engine/runtime error fails this batch only; the instance lives on

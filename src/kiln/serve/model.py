@@ -66,6 +66,8 @@ class ServedModel:
     batcher: DynamicBatcher | None = None
     max_batch_size: int = 1
     metrics: ModelMetrics | None = None
+    engine_host: str | None = None  # address of the engine host (``--shared-engines``): run there, not here
+    remote: bool = False  # whether this version's instances are calls to the engine host
     _dtypes: dict[str, np.dtype[Any]] = field(default_factory=dict)
 
     @property
@@ -107,6 +109,9 @@ class ServedModel:
         self.manifest = manifest
         self.max_batch_size = self.config.resolved_batch_size(manifest.batch.max)
         self._dtypes = {spec.name: _numpy_dtype(spec) for spec in manifest.inputs}
+        self.remote = self.engine_host is not None and self._fits_engine_link(manifest)
+        if self.remote:
+            return [self.new_runner() for _ in range(self.remote_calls)]
         runners: list[InstanceRunner] = []
         for _ in range(self.config.instances):
             runner = load_engine(engine_dir, **self.engine_options(manifest))
@@ -121,8 +126,26 @@ class ServedModel:
 
         return {**get_backend(manifest.backend).serving_options(manifest.device), **self.config.engine_options}
 
+    @property
+    def remote_calls(self) -> int:
+        """Calls to the engine host one worker keeps in flight for this version."""
+        return max(4, 2 * self.config.instances)
+
+    def _fits_engine_link(self, manifest: EngineManifest) -> bool:
+        """Text (BYTES) tensors are Python objects, which cannot cross shared memory: such models load here."""
+        specs = [*manifest.inputs, *manifest.outputs]
+        if any(oip_datatype(spec.dtype) == "BYTES" for spec in specs):
+            log.info("model %s version %s has text tensors: loaded in this worker, not the engine host", self.name, self.version)
+            return False
+        return True
+
     def new_runner(self) -> InstanceRunner:
-        """A fresh warmed instance (used to replace one that hung)."""
+        """A fresh warmed instance (used to replace one that hung); a new link when the engine host runs it."""
+        if self.remote:
+            from kiln.serve.remote_runner import RemoteRunner
+
+            assert self.engine_host is not None
+            return RemoteRunner(self.engine_host, self.name, self.version, self.engine_dir, self.config)
         from kiln.engine.loader import load_engine
         from kiln.engine.manifest import EngineManifest
 
@@ -178,10 +201,13 @@ class ServedModel:
         """Puts the loaded instances behind a batcher (on the running event loop) and marks READY."""
         self.metrics = metrics
         config = self.config
+        # Remote instances: the engine host batches all workers' calls with the config's delay and
+        # sizes; here a call leaves as soon as one of this worker's links is free.
+        batching = config.dynamic_batching and not self.remote
         policy = BatchPolicy(
             max_batch_size=self.max_batch_size,
-            max_queue_delay_s=config.max_queue_delay_us / 1e6 if config.dynamic_batching else 0.0,
-            preferred_batch_sizes=list(config.preferred_batch_sizes) if config.dynamic_batching else [],
+            max_queue_delay_s=config.max_queue_delay_us / 1e6 if batching else 0.0,
+            preferred_batch_sizes=list(config.preferred_batch_sizes) if batching else [],
             max_queue_size=config.max_queue_size,
         )
         self.batcher = DynamicBatcher(

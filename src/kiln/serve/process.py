@@ -54,6 +54,8 @@ class ServeOptions:
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
     freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
     worker: int | None = None  # index under ``kiln serve --workers N`` (serve/workers.py): ports shared by SO_REUSEPORT
+    shared_engines: bool = False  # ``--workers N --shared-engines``: one engine host process runs every worker's engines
+    engine_host: str | None = None  # the engine host's socket (set by the supervisor for its workers)
     max_loop_lag_s: float | None = 0.05  # event-loop lateness past which new HTTP requests get 503 (None: never)
     loop: str = "asyncio"  # event loop of the CLI entry point: asyncio | uvloop (see run())
 
@@ -139,7 +141,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     if not options.repo.is_dir():
         raise KilnError(f"model repository {options.repo} is not a directory", hint="pass --repo DIR")
     access = access_control(options)
-    state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness)
+    state = server_state(options.repo, apps=options.apps, models=options.models, strict_readiness=options.strict_readiness,
+                         engine_host=options.engine_host)
     if options.broker:
         from kiln.scale.gateway import enable_gateway
 

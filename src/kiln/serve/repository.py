@@ -33,8 +33,10 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 class ModelRepository:
     """Finds, loads and looks up served models; owns their batchers."""
 
-    def __init__(self, root: Path, metrics: ServerMetrics | None = None, *, models: list[str] | None = None) -> None:
+    def __init__(self, root: Path, metrics: ServerMetrics | None = None, *, models: list[str] | None = None,
+                 engine_host: str | None = None) -> None:
         self.root = Path(root)
+        self.engine_host = engine_host  # ``--shared-engines``: versions run in the engine host at this address
         self.metrics = metrics
         self.only = set(models) if models else None
         self._models: dict[str, dict[str, ServedModel]] = {}
@@ -67,7 +69,7 @@ class ModelRepository:
                 continue
             versions: dict[str, ServedModel] = {}
             for number in chosen:
-                served = ServedModel(name, str(number), model_dir / str(number), config)
+                served = ServedModel(name, str(number), model_dir / str(number), config, engine_host=self.engine_host)
                 if number not in available:
                     served.fail(f"version folder {model_dir / str(number)} does not exist (version_policy asks for it)")
                 versions[str(number)] = served

@@ -7,6 +7,12 @@ supervises: SIGINT/SIGTERM are forwarded to every worker as SIGTERM (a second si
 which forces them, as a second Ctrl-C does in one process); no worker is restarted: when one exits
 the others are stopped and the parent exits non-zero, naming the worker in its log.
 
+With ``--shared-engines`` the parent first starts one more process, the engine host
+(serve/engine_host.py), which loads every engine once; the workers then send their batches there
+through shared memory instead of loading engines themselves (text models still load per worker).
+On a GPU that is one CUDA context and one batcher over all workers' requests. The host is stopped
+after the workers have drained; if it dies, the workers are stopped too.
+
 Per-process state stays per process: Prometheus ``/metrics``, the in-memory rate limits and caches
 describe the worker that answered; answers carry ``X-Kiln-Worker: <pid>`` (HTTP header, gRPC
 trailing metadata) so that a client can tell which one it was.
@@ -17,8 +23,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -117,8 +125,40 @@ def worker_main(options: ServeOptions, index: int, parent: int) -> None:
         raise SystemExit(_EXIT_STARTUP_FAILED) from None
 
 
+def start_engine_host(context: Any, log_level: str, timeout_s: float = 120.0) -> tuple[multiprocessing.process.BaseProcess, str]:
+    """Starts the engine host process; returns it and its socket address once it listens."""
+    from kiln.serve.engine_host import host_main
+
+    folder = tempfile.mkdtemp(prefix="kiln-engines-")
+    address = os.path.join(folder, "engines.sock")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=host_main, args=(address, sender, log_level), name="kiln-engine-host")
+    process.start()
+    sender.close()
+    deadline = time.monotonic() + timeout_s
+    while not receiver.poll(0.2):
+        if process.exitcode is not None or time.monotonic() > deadline:
+            if process.exitcode is None:
+                process.kill()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise KilnError(f"the engine host (pid {process.pid}) did not start", hint="see its log above")
+    receiver.close()
+    return process, address
+
+
+def _stop_engine_host(process: multiprocessing.process.BaseProcess, address: str, timeout_s: float = 30.0) -> None:
+    if process.exitcode is None and process.pid is not None:
+        os.kill(process.pid, signal.SIGTERM)
+        process.join(timeout_s)
+        if process.exitcode is None:
+            process.kill()
+            process.join(5)
+    shutil.rmtree(os.path.dirname(address), ignore_errors=True)
+
+
 def supervise(options: ServeOptions, workers: int) -> int:
-    """Starts ``workers`` server processes and waits for them; returns the exit code (0: all drained)."""
+    """Starts ``workers`` server processes (and the engine host with ``shared_engines``) and waits
+    for them; returns the exit code (0: all drained)."""
     from kiln.serve.process import configure_logging
 
     configure_logging(options.log_level)
@@ -126,6 +166,11 @@ def supervise(options: ServeOptions, workers: int) -> int:
     check_ports_free(options.host, ports)
     context = multiprocessing.get_context("spawn")
     processes: list[multiprocessing.process.BaseProcess] = []
+    host: multiprocessing.process.BaseProcess | None = None
+    if options.shared_engines:
+        host, address = start_engine_host(context, options.log_level)
+        options = replace(options, engine_host=address)
+        log.info("kiln engine host started (pid %s): the workers' engines run there", host.pid)
     signals: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -149,7 +194,14 @@ def supervise(options: ServeOptions, workers: int) -> int:
         log.info("kiln supervising %d workers (pids %s)", len(processes), ", ".join(str(p.pid) for p in processes))
         running = list(processes)
         while running:
-            wait([p.sentinel for p in running], timeout=1.0)
+            wait([p.sentinel for p in running] + ([host.sentinel] if host is not None and host.exitcode is None else []), timeout=1.0)
+            if host is not None and host.exitcode is not None and not signals:
+                failed.append(f"the engine host (pid {host.pid}) exited with status {host.exitcode}")
+                log.error("kiln engine host (pid %s) exited with status %s; stopping the workers", host.pid, host.exitcode)
+                signals.append(signal.SIGTERM)
+                for other in running:
+                    if other.pid is not None:
+                        os.kill(other.pid, signal.SIGTERM)
             for process in [p for p in running if p.exitcode is not None]:
                 running.remove(process)
                 index = processes.index(process)
@@ -169,6 +221,8 @@ def supervise(options: ServeOptions, workers: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if host is not None:
+            _stop_engine_host(host, options.engine_host or "")
     if failed:
         log.error("kiln serve stopped: %s", "; ".join(failed))
         return 1

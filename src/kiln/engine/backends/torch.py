@@ -389,17 +389,24 @@ class TorchRunner(Runner):
             return {name: v.cpu().numpy() for name, v in outputs.items()}
 
     def _pinned(self, name: str, tensor: Any) -> Any:
-        """Copy into a reused page-locked buffer, so the copy to the GPU is asynchronous and fast."""
-        key = (name, tuple(tensor.shape), str(tensor.dtype))
+        """Copy into a reused page-locked buffer, so the copy to the GPU is asynchronous and fast.
+
+        One buffer per input and row shape, as many rows as the largest batch: batches of any size
+        reuse it (allocating page-locked memory costs milliseconds, too much per batch)."""
+        import torch
+
+        key = (name, tuple(tensor.shape[1:]), str(tensor.dtype))
+        rows = tensor.shape[0] if tensor.dim() else 0
         buffer = self._staging.get(key)
-        if buffer is None:
+        if buffer is None or buffer.shape[0] < rows:
             if len(self._staging) > 32:
                 self._staging.clear()
-            buffer = self._staging[key] = tensor.pin_memory()
-            return buffer
+            capacity = max(rows, self.sizes[-1] if self.sizes else rows)
+            buffer = self._staging[key] = torch.empty((capacity, *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
         # infer_impl ends with a synchronous copy out, so the last copy from this buffer is done
-        buffer.copy_(tensor)
-        return buffer
+        target = buffer[:rows]
+        target.copy_(tensor)
+        return target
 
     def deactivate_impl(self) -> None:
         self._module = None

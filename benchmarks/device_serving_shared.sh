@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One device call: resnet50 over gRPC through `kiln serve`, the engine host (--shared-engines) against
+# per-worker engines, same engine and buckets (issue 9 acceptance 2). Writes JSON under $OUT.
+set -u
+cd "$(dirname "$0")"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+BUCKETS=${BUCKETS:-1,16,32,64,128,256}
+CACHE=${CACHE:-/tmp/kiln-serving-cache}
+timeout "${SHARED_TIMEOUT:-330}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" --shared-engines \
+  --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration 6 --cache "$CACHE" \
+  --out "$OUT/serving_shared.json" 2>&1 | grep -v Warning
+if [ "${BASELINE:-1}" = 1 ]; then
+  timeout "${BASELINE_TIMEOUT:-200}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
+    --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration 6 --cache "$CACHE" --skip-single \
+    --out "$OUT/serving_per_worker.json" 2>&1 | grep -v Warning
+fi

@@ -1,0 +1,221 @@
+"""The engine host: one process that owns the engines of every server worker (``--shared-engines``).
+
+Without it, ``kiln serve --workers N`` loads every engine N times; on a GPU that is N CUDA contexts,
+which the GPU time-slices (no two contexts' kernels overlap without MPS), and N batchers that each
+see a quarter of the load and so run small, padded batches. With it, the workers keep the network
+side (HTTP, gRPC, apps, per-request checks) and send their batches to this process, which runs one
+``ServedModel`` per model version, batching the calls of all workers together on one CUDA context.
+
+Each connection is one remote engine instance of one worker (``remote_runner.RemoteRunner``), served
+by its own thread: read a frame, hand the inputs (views of the worker's shared memory region) to the
+model's batcher on the host's event loop, wait, send the outputs. A model is loaded by the first
+connection that attaches to it and closed when the last one leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import mmap
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
+from kiln.serve.engine_link import LinkClosedError, Region, layout, recv_frame, send_frame, views
+from kiln.serve.model import ServedModel
+from kiln.serve.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def error_meta(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, KilnError):
+        kind = "unavailable" if isinstance(exc, UnavailableError) else "deadline" if isinstance(exc, DeadlineExceededError) else "error"
+        return {"ok": False, "kind": kind, "error": exc.message, "hint": exc.hint}
+    return {"ok": False, "kind": "error", "error": f"{type(exc).__name__}: {exc}", "hint": None}
+
+
+@dataclass
+class HostedModel:
+    key: str
+    served: ServedModel
+    users: int = 0
+
+
+class EngineHost:
+    """Serves engine calls on a Unix socket at ``address`` until ``stop`` is set."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._models: dict[str, HostedModel] = {}
+        self._loading: dict[str, asyncio.Task[HostedModel]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def models(self) -> dict[str, HostedModel]:
+        return dict(self._models)
+
+    async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.address)
+        listener.bind(self.address)
+        os.chmod(self.address, 0o600)
+        listener.listen(1024)
+        accepting = threading.Thread(target=self._accept, args=(listener,), name="kiln-engine-host-accept", daemon=True)
+        accepting.start()
+        log.info("engine host listening on %s (pid %d)", self.address, os.getpid())
+        if on_ready is not None:
+            on_ready()
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the other thread
+            listener.close()
+            with self._lock:
+                for sock in list(self._connections):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+            for hosted in list(self._models.values()):
+                await hosted.served.close()
+            self._models.clear()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)
+
+    # --- threads ---------------------------------------------------------------------------------
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._connections.add(sock)
+            threading.Thread(target=self._connection, args=(sock,), name="kiln-engine-link", daemon=True).start()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _connection(self, sock: socket.socket) -> None:
+        hosted: HostedModel | None = None
+        regions: dict[int, mmap.mmap] = {}
+        try:
+            frame = recv_frame(sock)
+            for fd in frame.fds:
+                os.close(fd)
+            if frame.meta.get("op") != "attach":
+                send_frame(sock, {"ok": False, "kind": "error", "error": "the first frame must attach a model"})
+                return
+            try:
+                hosted = self._call(self._attach(frame.meta))
+            except Exception as exc:  # a failed load answers the worker; the host serves on
+                send_frame(sock, error_meta(exc))
+                return
+            send_frame(sock, {"ok": True, "max_batch_size": hosted.served.max_batch_size})
+            while True:
+                frame = recv_frame(sock)
+                self._serve_call(sock, hosted.served, frame.meta, frame.fds, regions)
+        except LinkClosedError:
+            pass
+        except Exception:
+            log.exception("engine link failed")
+        finally:
+            with self._lock:
+                self._connections.discard(sock)
+            sock.close()
+            for region in regions.values():
+                with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
+                    region.close()
+            if hosted is not None and self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):  # the host is stopping
+                    self._call(self._detach(hosted))
+
+    def _serve_call(self, sock: socket.socket, served: ServedModel, meta: dict[str, Any], fds: list[int],
+                    regions: dict[int, mmap.mmap]) -> None:
+        region_id = int(meta.get("region", 0))
+        if fds:
+            for old in list(regions.values()):
+                with contextlib.suppress(BufferError):
+                    old.close()
+            regions.clear()
+            regions[region_id] = Region.attach(fds[0], int(meta["region_size"]))
+            for extra in fds[1:]:
+                os.close(extra)
+        try:
+            if meta.get("op") != "infer" or region_id not in regions:
+                raise KilnError("the engine link sent a call without its shared memory region")
+            inputs = views(regions[region_id], meta["inputs"])
+            outputs = self._call(served.infer(inputs, timeout_s=served.config.timeout_s))
+        except Exception as exc:  # errors go back to the worker, which answers its client
+            send_frame(sock, error_meta(exc))
+            return
+        entries, size = layout(outputs)
+        payload = bytearray(size)
+        for entry, target in zip(entries, views(payload, entries).values(), strict=True):
+            target[...] = outputs[entry["name"]]
+        send_frame(sock, {"ok": True, "outputs": entries}, [payload])
+
+    # --- on the event loop -----------------------------------------------------------------------
+    async def _attach(self, meta: dict[str, Any]) -> HostedModel:
+        config = ModelConfig.model_validate(meta["config"])
+        key = json.dumps([meta["directory"], meta["config"]], sort_keys=True)
+        hosted = self._models.get(key)
+        if hosted is None:
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._load(key, str(meta["name"]), str(meta["version"]),
+                                                                         Path(meta["directory"]), config))
+                self._loading[key] = task
+            hosted = await asyncio.shield(task)
+        hosted.users += 1
+        return hosted
+
+    async def _load(self, key: str, name: str, version: str, directory: Path, config: ModelConfig) -> HostedModel:
+        try:
+            served = ServedModel(name, version, directory, config)
+            runners = await asyncio.to_thread(served.load)
+            served.start(runners, None)
+            hosted = HostedModel(key, served)
+            self._models[key] = hosted
+            log.info("engine host: model %s version %s ready (%d instance(s), max batch %d)",
+                     name, version, config.instances, served.max_batch_size)
+            return hosted
+        finally:
+            self._loading.pop(key, None)
+
+    async def _detach(self, hosted: HostedModel) -> None:
+        hosted.users -= 1
+        if hosted.users <= 0 and self._models.get(hosted.key) is hosted:
+            del self._models[hosted.key]
+            await hosted.served.close()
+            log.info("engine host: model %s version %s closed (no worker uses it)", hosted.served.name, hosted.served.version)
+
+
+def host_main(address: str, ready: Any, log_level: str) -> None:
+    """The engine host process (multiprocessing spawn target); SIGTERM stops it."""
+    from kiln.serve.process import configure_logging
+
+    configure_logging(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops it after the workers drained
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await EngineHost(address).serve(stop, on_ready=lambda: ready.send(True))
+
+    asyncio.run(main())

@@ -1,0 +1,156 @@
+"""The engine host (``--shared-engines``): remote runners attach to one loaded model, their calls are
+batched together there, errors come back with their kind, and shared memory regions grow."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kiln.errors import KilnError, UnavailableError
+from kiln.serve.engine_host import EngineHost
+from kiln.serve.model import ServedModel
+from kiln.serve.model_config import ModelConfig
+from kiln.serve.remote_runner import RemoteRunner
+
+from .conftest import Engines, add_model
+
+
+class RunningHost:
+    def __init__(self, address: str) -> None:
+        self.host = EngineHost(address)
+        self.address = address
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self.host.serve(self._stop, on_ready=self._ready.set)
+
+    def start(self) -> RunningHost:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[RunningHost]:
+    running = RunningHost(str(tmp_path / "engines.sock")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _served(root: Path, engines: Engines, config: dict[str, Any]) -> ServedModel:
+    version = add_model(root, "long", engines.long, config)
+    return ServedModel("long", "1", version, ModelConfig.read(root / "long"))
+
+
+def test_remote_runners_share_one_model_and_their_calls_batch_together(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {"max_batch_size": 8, "max_queue_delay_us": 2_000_000, "preferred_batch_sizes": [2]})
+    first = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    second = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    assert first.max_batch_size == 8
+    (hosted,) = host.host.models.values()
+    assert hosted.users == 2
+    instance = hosted.served.batcher.instances[0]  # type: ignore[union-attr]
+    seen: list[int] = []
+    local = instance.runner
+
+    class Recording:
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            seen.append(next(iter(inputs.values())).shape[0])
+            return local.infer(inputs, check=check)
+
+    instance.runner = Recording()
+    results: dict[str, dict[str, np.ndarray]] = {}
+    calls = [threading.Thread(target=lambda r=r, k=k, x=x: results.__setitem__(k, r.infer({"x": x})))
+             for r, k, x in ((first, "a", np.array([[1, 2, 3]], np.int64)), (second, "b", np.array([[4, 5, 6]], np.int64)))]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join(20)
+    assert results["a"]["y"].tolist() == [[3, 6, 9]]
+    assert results["b"]["y"].tolist() == [[12, 15, 18]]
+    # the host waited (2 s) for company and dispatched at the preferred size 2: one batch for both workers
+    assert seen == [2]
+    first.close()
+    second.close()
+
+
+def test_a_region_grows_for_larger_batches(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {"max_batch_size": 8, "max_queue_delay_us": 0})
+    runner = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    for rows in (1, 8, 2, 8):
+        x = np.arange(rows * 3, dtype=np.int64).reshape(rows, 3)
+        assert runner.infer({"x": x})["y"].tolist() == (x * 3).tolist()
+    runner.close()
+
+
+def test_the_model_closes_when_its_last_link_leaves(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {"max_queue_delay_us": 0})
+    runner = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    assert len(host.host.models) == 1
+    runner.close()
+    for _ in range(100):
+        if not host.host.models:
+            break
+        threading.Event().wait(0.05)
+    assert host.host.models == {}
+
+
+def test_errors_come_back_with_their_kind(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {"max_batch_size": 4, "max_queue_delay_us": 0})
+    runner = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    with pytest.raises(KilnError, match=r"engine host: .*datatype FP32 does not match the model's INT64"):
+        runner.infer({"x": np.zeros((1, 3), np.float32)})
+    with pytest.raises(KilnError, match=r"batch 6 exceeds max_batch_size 4"):
+        runner.infer({"x": np.zeros((6, 3), np.int64)})
+    # the link survives a refused call
+    assert runner.infer({"x": np.ones((1, 3), np.int64)})["y"].tolist() == [[3, 3, 3]]
+    (hosted,) = host.host.models.values()
+    hosted.served.batcher.queue.close()  # type: ignore[union-attr]  # as when the host shuts down
+    with pytest.raises(UnavailableError, match="shutting down"):
+        runner.infer({"x": np.ones((1, 3), np.int64)})
+    runner.close()
+
+
+def test_attaching_a_model_that_cannot_load_names_the_problem(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {})
+    (served.directory / "model.opt.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(KilnError, match="engine host: "):
+        RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    assert host.host.models == {}
+    with pytest.raises(KilnError, match="cannot reach the engine host"):
+        RemoteRunner(str(tmp_path / "nothing.sock"), "long", "1", served.directory, served.config)
+
+
+def test_a_served_model_with_an_engine_host_runs_remotely_except_text_models(host: RunningHost, tmp_path: Path,
+                                                                            engines: Engines) -> None:
+    root = tmp_path / "repo"
+    version = add_model(root, "long", engines.long, {"instances": 1})
+    served = ServedModel("long", "1", version, ModelConfig.read(root / "long"), engine_host=host.address)
+    runners = served.load()
+    assert served.remote and len(runners) == served.remote_calls == 4
+    assert all(isinstance(r, RemoteRunner) for r in runners)
+    assert runners[0].infer({"x": np.ones((2, 3), np.int64)})["y"].tolist() == [[3, 3, 3]] * 2
+    for runner in runners:
+        runner.close()  # type: ignore[attr-defined]
+    text = add_model(root, "text", engines.text)
+    local = ServedModel("text", "1", text, ModelConfig.read(root / "text"), engine_host=host.address)
+    assert not any(isinstance(r, RemoteRunner) for r in local.load())
+    assert not local.remote
