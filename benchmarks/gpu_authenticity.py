@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import queue
@@ -78,10 +79,24 @@ def require_modules(modules: dict[str, str], optional: dict[str, str] | None = N
 
 
 # --- client (separate processes) ---------------------------------------------------------------------
+UNIQUE_SLOT = b"KILNUNIQUE:0000000000000"  # in a JPEG comment of every photo; each request writes its own token
+
+
+def with_unique_slot(jpeg: bytes) -> bytes:
+    """The JPEG with a comment segment (COM, ignored by decoders) right after its start marker, holding
+    ``UNIQUE_SLOT``: a client rewrites it per request so that no two cases upload the same photo bytes
+    (a store that keeps one file per distinct photo would otherwise skip every write after the first)."""
+    assert jpeg[:2] == b"\xff\xd8", "not a JPEG"
+    return jpeg[:2] + b"\xff\xfe" + (len(UNIQUE_SLOT) + 2).to_bytes(2, "big") + UNIQUE_SLOT + jpeg[2:]
+
+
 def run_client(port: int, rate: float, seconds: float, body: bytes, content_type: str, seed: int, threads: int,
                arrivals: str, start_at: float) -> list[dict[str, Any]]:
-    """Open loop: requests at scheduled times; latency from the scheduled time to the full response."""
+    """Open loop: requests at scheduled times; latency from the scheduled time to the full response.
+    Every request's photos get a token of their own in ``UNIQUE_SLOT`` (when the body has one)."""
     rng = random.Random(seed)
+    sequence = itertools.count()
+    unique = UNIQUE_SLOT in body
     schedule: queue.Queue[float] = queue.Queue()
     t = rng.uniform(0, 1 / rate) if arrivals == "uniform" else rng.expovariate(rate)
     while t < seconds:
@@ -106,7 +121,9 @@ def run_client(port: int, rate: float, seconds: float, body: bytes, content_type
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("POST", "/v1/authenticate", body=body, headers=headers)
+                token = f"KILNUNIQUE:{seed % 10_000:04d}{next(sequence):09d}".encode()
+                payload_out = body.replace(UNIQUE_SLOT, token) if unique else body
+                conn.request("POST", "/v1/authenticate", body=payload_out, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
                 record["status"] = response.status
@@ -568,6 +585,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=2, help="engine instances in the server")
     parser.add_argument("--workers", type=int, default=1, help="kiln serve --workers (server processes sharing the port)")
     parser.add_argument("--queue-delay-us", type=int, default=200)
+    parser.add_argument("--repeat-photos", action="store_true",
+                        help="send the same photo bytes in every case (default: each request's photos differ by a JPEG comment)")
     parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
     parser.add_argument("--photo-size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=20, help="references per view in the store")
@@ -619,10 +638,12 @@ def main() -> None:
         result["build"] = build_repository(args, bench_home, repo)
         print(f"model and engine ready: {json.dumps(result['build'])}", flush=True)
         files = make_case(args.photo_size)
-        body, content_type = multipart(files, BRAND, MODEL)
+        uploads = files if args.repeat_photos else [(name, with_unique_slot(data), view) for name, data, view in files]
+        body, content_type = multipart(uploads, BRAND, MODEL)
         body_path = work / "case.body"
         body_path.write_bytes(body)
         result["request"] = {"photos": len(files), "photo_size": args.photo_size, "jpeg_quality": 90,
+                             "photos_unique_per_request": not args.repeat_photos,
                              "photo_bytes": [len(f[1]) for f in files], "body_bytes": len(body)}
         result["references"] = add_references(f"sqlite:///{home / 'bench.db'}", repo / "authenticity" / "1", files,
                                               args.references)
