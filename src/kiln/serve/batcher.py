@@ -270,6 +270,26 @@ class BatchQueue:
         return batch
 
 
+_batch = threading.local()
+
+
+def current_batch() -> tuple[float | None, int]:
+    """On an instance thread while its runner runs a batch: the batch's earliest deadline
+    (``time.monotonic()``; None when no request has one) and its highest priority. A runner that
+    forwards the batch elsewhere (``remote_runner``) passes them on."""
+    deadline = getattr(_batch, "deadline", None)
+    return (None if deadline is None or deadline == float("inf") else deadline), getattr(_batch, "priority", 0)
+
+
+def _close_runner(runner: InstanceRunner) -> None:
+    close = getattr(runner, "close", None)  # remote runners hold a link and shared memory
+    if callable(close):
+        try:
+            close()
+        except Exception:
+            log.exception("closing an engine instance failed")
+
+
 def _deliver(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
     """Runs on the event loop: completes each request's future once."""
     for request, outcome in results:
@@ -367,7 +387,11 @@ class Instance:
             if not batch:
                 return
         queue_s = [started - r.arrival for r in batch]
-        outcome, input_s, infer_s, output_s = run_batch(self.runner, batch)
+        _batch.deadline, _batch.priority = min(r.deadline for r in batch), max(r.priority for r in batch)
+        try:
+            outcome, input_s, infer_s, output_s = run_batch(self.runner, batch)
+        finally:
+            _batch.deadline, _batch.priority = None, 0
         finished = time.monotonic()
         for r in batch:
             r.started, r.finished = started, finished
@@ -486,6 +510,7 @@ class DynamicBatcher:
                     continue
                 log.error("%s: instance %s busy for %.1f s; replacing it", self.name, instance.name, now - since)
                 instance.abandoned.set()
+                _close_runner(instance.runner)  # a remote call blocked on its link fails now
                 self.instances.remove(instance)
                 self.queue.workers = max(1, len(self.instances))
                 self.observer.instance_replaced()
@@ -514,5 +539,7 @@ class DynamicBatcher:
         deadline = time.monotonic() + timeout_s
         for instance in self.instances:
             await asyncio.to_thread(instance.join, max(0.0, deadline - time.monotonic()))
+            if not instance.alive:
+                _close_runner(instance.runner)
         # Let the results the instances posted reach their futures before the loop moves on.
         await asyncio.sleep(0)

@@ -39,8 +39,10 @@ T = TypeVar("T")
 
 
 def error_meta(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, UnavailableError):
+        return {"ok": False, "kind": "unavailable", "error": exc.message, "hint": exc.hint, "retry_after_s": exc.retry_after_s}
     if isinstance(exc, KilnError):
-        kind = "unavailable" if isinstance(exc, UnavailableError) else "deadline" if isinstance(exc, DeadlineExceededError) else "error"
+        kind = "deadline" if isinstance(exc, DeadlineExceededError) else "error"
         return {"ok": False, "kind": kind, "error": exc.message, "hint": exc.hint}
     return {"ok": False, "kind": "error", "error": f"{type(exc).__name__}: {exc}", "hint": None}
 
@@ -67,7 +69,9 @@ class EngineHost:
     def models(self) -> dict[str, HostedModel]:
         return dict(self._models)
 
-    async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None, drain_s: float = 30.0) -> None:
+        """Serves until ``stop``; then takes no new links and lets the workers' links finish (they
+        close theirs as the workers drain) for up to ``drain_s`` before cutting the rest."""
         self._loop = asyncio.get_running_loop()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
@@ -82,9 +86,15 @@ class EngineHost:
             on_ready()
         try:
             await stop.wait()
-        finally:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the other thread
+            listener.close()
+            deadline = asyncio.get_running_loop().time() + drain_s
+            while self._connections and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
             with self._lock:
                 for sock in list(self._connections):
@@ -147,23 +157,28 @@ class EngineHost:
 
     def _serve_call(self, sock: socket.socket, served: ServedModel, meta: dict[str, Any], fds: list[int],
                     regions: dict[int, mmap.mmap]) -> None:
-        region_id = int(meta.get("region", 0))
-        if fds:
-            for old in list(regions.values()):
-                with contextlib.suppress(BufferError):
-                    old.close()
-            regions.clear()
-            regions[region_id] = Region.attach(fds[0], int(meta["region_size"]))
-            for extra in fds[1:]:
-                os.close(extra)
         try:
+            region_id = int(meta.get("region", 0))
+            if fds:
+                for old in list(regions.values()):
+                    with contextlib.suppress(BufferError):
+                        old.close()
+                regions.clear()
+                first, fds = fds[0], fds[1:]
+                regions[region_id] = Region.attach(first, int(meta["region_size"]))
             if meta.get("op") != "infer" or region_id not in regions:
                 raise KilnError("the engine link sent a call without its shared memory region")
             inputs = views(regions[region_id], meta["inputs"])
-            outputs = self._call(served.infer(inputs, timeout_s=served.config.timeout_s))
+            # the worker has checked the request against the model; the host only runs it, within
+            # what is left of the batch's deadline
+            timeout = min(float(meta.get("timeout_s", served.config.timeout_s)), served.config.timeout_s)
+            outputs = self._call(self._submit(served, inputs, int(meta.get("priority", 0)), timeout))
         except Exception as exc:  # errors go back to the worker, which answers its client
             send_frame(sock, error_meta(exc))
             return
+        finally:
+            for extra in fds:
+                os.close(extra)
         entries, size = layout(outputs)
         payload = bytearray(size)
         for entry, target in zip(entries, views(payload, entries).values(), strict=True):
@@ -171,6 +186,15 @@ class EngineHost:
         send_frame(sock, {"ok": True, "outputs": entries}, [payload])
 
     # --- on the event loop -----------------------------------------------------------------------
+    @staticmethod
+    async def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float) -> dict[str, Any]:
+        if not served.ready or served.batcher is None:
+            raise UnavailableError(f"model {served.name!r} version {served.version} is not ready in the engine host")
+        items = next(iter(inputs.values())).shape[0]
+        if not 1 <= items <= served.max_batch_size:  # the batcher would never dispatch it
+            raise KilnError(f"model {served.name!r}: batch {items} is outside 1..max_batch_size {served.max_batch_size}")
+        return await served.batcher.submit(inputs, items, priority=priority, timeout_s=timeout_s)
+
     async def _attach(self, meta: dict[str, Any]) -> HostedModel:
         config = ModelConfig.model_validate(meta["config"])
         key = json.dumps([meta["directory"], meta["config"]], sort_keys=True)
@@ -206,12 +230,16 @@ class EngineHost:
             log.info("engine host: model %s version %s closed (no worker uses it)", hosted.served.name, hosted.served.version)
 
 
-def host_main(address: str, ready: Any, log_level: str) -> None:
-    """The engine host process (multiprocessing spawn target); SIGTERM stops it."""
+def host_main(address: str, ready: Any, log_level: str, parent: int | None = None) -> None:
+    """The engine host process (multiprocessing spawn target); SIGTERM stops it (after the links
+    drain), and so does its supervisor's death."""
     from kiln.serve.process import configure_logging
+    from kiln.serve.workers import stop_when_orphaned
 
     configure_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops it after the workers drained
+    if parent is not None:
+        threading.Thread(target=stop_when_orphaned, args=(parent,), name="kiln-orphan-watch", daemon=True).start()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -76,18 +76,26 @@ def recv_frame(sock: socket.socket) -> Frame:
         raise LinkClosedError("the engine link closed")
     buffer = bytearray(_HEADER.size)
     buffer[: len(head)] = head
-    if len(head) < _HEADER.size:
-        _recv_exactly(sock, memoryview(buffer)[len(head):])
-    magic, meta_size, payload_size = _HEADER.unpack(buffer)
-    if magic != _MAGIC or meta_size > MAX_META_BYTES:
+    try:
+        if len(head) < _HEADER.size:
+            _recv_exactly(sock, memoryview(buffer)[len(head):])
+        magic, meta_size, payload_size = _HEADER.unpack(buffer)
+        if magic != _MAGIC or meta_size > MAX_META_BYTES:
+            raise LinkClosedError("the engine link sent a malformed frame")
+        body = bytearray(meta_size)
+        _recv_exactly(sock, memoryview(body))
+        payload = bytearray(payload_size)
+        _recv_exactly(sock, memoryview(payload))
+        meta = json.loads(body)
+        if not isinstance(meta, dict):
+            raise LinkClosedError("the engine link sent a malformed frame")
+    except BaseException as exc:
         for fd in fds:
             os.close(fd)
-        raise LinkClosedError("the engine link sent a malformed frame")
-    body = bytearray(meta_size)
-    _recv_exactly(sock, memoryview(body))
-    payload = bytearray(payload_size)
-    _recv_exactly(sock, memoryview(payload))
-    return Frame(json.loads(body), payload, list(fds))
+        if isinstance(exc, ValueError):  # not JSON
+            raise LinkClosedError("the engine link sent a malformed frame") from exc
+        raise
+    return Frame(meta, payload, list(fds))
 
 
 def layout(arrays: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], int]:

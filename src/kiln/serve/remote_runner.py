@@ -4,93 +4,153 @@
 into this runner's shared memory region, sends one frame and blocks until the host answers with
 the outputs. Each runner has its own socket and region, so a worker runs as many calls to the
 host at once as it has remote runners; the host batches them with the other workers' calls.
+
+The frame carries the batch's deadline (the monotonic clock is the same in every process) and
+priority, so the host drops what the worker has already answered with a 504. A link that fails or
+times out mid-call is closed, never reused (a late answer would be read as the next call's), and
+the call fails with 503; the next call opens a new link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
+from kiln.serve.batcher import current_batch
 from kiln.serve.engine_link import LinkClosedError, Region, layout, recv_frame, send_frame, views
 
 if TYPE_CHECKING:
     from kiln.serve.model_config import ModelConfig
 
-_ERRORS: dict[str, type[KilnError]] = {"unavailable": UnavailableError, "deadline": DeadlineExceededError}
-
 
 def raise_remote(meta: dict[str, Any]) -> None:
-    kind = _ERRORS.get(str(meta.get("kind")), KilnError)
-    raise kind(f"engine host: {meta.get('error', 'unknown error')}", hint=meta.get("hint"))
+    message, hint = f"engine host: {meta.get('error', 'unknown error')}", meta.get("hint")
+    kind = meta.get("kind")
+    if kind == "unavailable":
+        raise UnavailableError(message, hint=hint, retry_after_s=float(meta.get("retry_after_s") or 1.0))
+    if kind == "deadline":
+        raise DeadlineExceededError(message, hint=hint)
+    raise KilnError(message, hint=hint)
+
+
+class _Held:
+    """The runner's socket and region, closed by a finalizer if the runner is dropped unclosed."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.region: Region | None = None
+
+    def release(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.region is not None:
+            self.region.close()
+            self.region = None
 
 
 class RemoteRunner:
-    """One connection to the engine host for one model version."""
+    """Calls to the engine host for one model version, over one link at a time."""
 
     def __init__(self, address: str, name: str, version: str, directory: Path, config: ModelConfig,
-                 connect_timeout_s: float = 600.0) -> None:
+                 connect_timeout_s: float = 600.0, reply_margin_s: float = 30.0) -> None:
         self.address = address
+        self.name, self.version, self.directory, self.config = name, version, Path(directory).resolve(), config
+        self.connect_timeout_s = connect_timeout_s
+        # a call's answer may take up to the hang limit (then the watchdog replaces the instance) plus this
+        self.reply_timeout_s = config.hang_after_s + reply_margin_s
+        self.max_batch_size = 0
         self._lock = threading.Lock()
-        self._region: Region | None = None
+        self._held = _Held()
         self._region_id = 0
         self._sent_region = False
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._held.release)
+        self._connect()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # the first attach of a model makes the host load it (compile, CUDA graphs): minutes at most
-            self._sock.settimeout(connect_timeout_s)
-            self._sock.connect(address)
-            send_frame(self._sock, {"op": "attach", "name": name, "version": version,
-                                    "directory": str(Path(directory).resolve()), "config": config.model_dump(mode="json")})
-            reply = recv_frame(self._sock)
-        except OSError as exc:
-            self._sock.close()
-            raise KilnError(f"cannot reach the engine host at {address}: {exc}",
-                            hint="is `kiln serve --shared-engines` still running?") from exc
-        except LinkClosedError:
-            self._sock.close()
-            raise
+            sock.settimeout(self.connect_timeout_s)
+            sock.connect(self.address)
+            send_frame(sock, {"op": "attach", "name": self.name, "version": self.version,
+                              "directory": str(self.directory), "config": self.config.model_dump(mode="json")})
+            reply = recv_frame(sock)
+        except (OSError, LinkClosedError) as exc:
+            sock.close()
+            raise UnavailableError(f"cannot reach the engine host at {self.address}: {exc}",
+                                   hint="is `kiln serve --shared-engines` still running?") from exc
         if not reply.meta.get("ok"):
-            self._sock.close()
+            sock.close()
             raise_remote(reply.meta)
         self.max_batch_size = int(reply.meta["max_batch_size"])
-        self._sock.settimeout(config.hang_after_s + 30.0)
+        sock.settimeout(self.reply_timeout_s)
+        self._held.sock = sock
+        self._sent_region = False  # a new link has not seen the region yet
+
+    def _drop_link(self) -> None:
+        if self._held.sock is not None:
+            self._held.sock.close()
+            self._held.sock = None
 
     def _region_for(self, size: int) -> Region:
-        if self._region is None or self._region.size < size:
-            if self._region is not None:
-                self._region.close()
-            self._region = Region(max(size, 2 * (self._region.size if self._region else 0)))
+        region = self._held.region
+        if region is None or region.size < size:
+            previous = region.size if region is not None else 0
+            if region is not None:
+                region.close()
+            region = self._held.region = Region(max(size, 2 * previous))
             self._region_id += 1
             self._sent_region = False
-        return self._region
+        return region
 
     def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
         entries, size = layout(inputs)
+        deadline, priority = current_batch()
         with self._lock:
+            if self._closed:
+                raise UnavailableError("this engine link was closed", hint="retry: another instance takes the call")
+            if self._held.sock is None:
+                self._connect()
+            sock = self._held.sock
+            assert sock is not None
             region = self._region_for(size)
             for entry, target in zip(entries, views(region.map, entries).values(), strict=True):
                 np.copyto(target, inputs[entry["name"]], casting="no")
-            meta = {"op": "infer", "region": self._region_id, "region_size": region.size, "inputs": entries}
+            meta: dict[str, Any] = {"op": "infer", "region": self._region_id, "region_size": region.size,
+                                    "inputs": entries, "priority": priority}
+            if deadline is not None:
+                meta["timeout_s"] = round(deadline - time.monotonic(), 6)
             try:
-                send_frame(self._sock, meta, fds=None if self._sent_region else [region.fd])
+                send_frame(sock, meta, fds=None if self._sent_region else [region.fd])
                 self._sent_region = True
-                reply = recv_frame(self._sock)
+                reply = recv_frame(sock)
             except TimeoutError as exc:
-                raise KilnError(f"the engine host did not answer within {self._sock.gettimeout():g} s") from exc
-            except OSError as exc:
-                raise KilnError(f"the engine link failed: {exc}") from exc
+                self._drop_link()
+                raise UnavailableError(f"the engine host did not answer within {self.reply_timeout_s:g} s",
+                                       hint="retry after a short pause") from exc
+            except (OSError, LinkClosedError) as exc:
+                self._drop_link()
+                raise UnavailableError(f"the link to the engine host failed: {exc}", hint="retry after a short pause") from exc
         if not reply.meta.get("ok"):
             raise_remote(reply.meta)
         return views(reply.payload, reply.meta["outputs"])
 
     def close(self) -> None:
+        """Closes the link (a call blocked on it fails at once) and the region; safe from any thread."""
+        self._closed = True
+        sock = self._held.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
         with self._lock:
-            self._sock.close()
-            if self._region is not None:
-                self._region.close()
-                self._region = None
+            self._finalizer()

@@ -96,7 +96,7 @@ class WorkerHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def _stop_when_orphaned(parent: int, poll_s: float = 1.0) -> None:
+def stop_when_orphaned(parent: int, poll_s: float = 1.0) -> None:
     """A worker whose supervisor died (SIGKILL) stops itself rather than keep the ports."""
     while os.getppid() == parent:
         time.sleep(poll_s)
@@ -116,7 +116,7 @@ def worker_main(options: ServeOptions, index: int, parent: int) -> None:
     # exit at once when stopped before serving (still loading).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_now)
-    threading.Thread(target=_stop_when_orphaned, args=(parent,), name="kiln-orphan-watch", daemon=True).start()
+    threading.Thread(target=stop_when_orphaned, args=(parent,), name="kiln-orphan-watch", daemon=True).start()
     try:
         run(replace(options, worker=index))
     except KilnError as exc:
@@ -125,18 +125,20 @@ def worker_main(options: ServeOptions, index: int, parent: int) -> None:
         raise SystemExit(_EXIT_STARTUP_FAILED) from None
 
 
-def start_engine_host(context: Any, log_level: str, timeout_s: float = 120.0) -> tuple[multiprocessing.process.BaseProcess, str]:
-    """Starts the engine host process; returns it and its socket address once it listens."""
+def start_engine_host(context: Any, log_level: str, timeout_s: float = 120.0,
+                      stopping: Callable[[], bool] = lambda: False) -> tuple[multiprocessing.process.BaseProcess, str]:
+    """Starts the engine host process; returns it and its socket address once it listens (or
+    at once, still starting, when ``stopping`` says a signal came meanwhile)."""
     from kiln.serve.engine_host import host_main
 
     folder = tempfile.mkdtemp(prefix="kiln-engines-")
     address = os.path.join(folder, "engines.sock")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=host_main, args=(address, sender, log_level), name="kiln-engine-host")
+    process = context.Process(target=host_main, args=(address, sender, log_level, os.getpid()), name="kiln-engine-host")
     process.start()
     sender.close()
     deadline = time.monotonic() + timeout_s
-    while not receiver.poll(0.2):
+    while not receiver.poll(0.2) and not stopping():
         if process.exitcode is not None or time.monotonic() > deadline:
             if process.exitcode is None:
                 process.kill()
@@ -167,10 +169,6 @@ def supervise(options: ServeOptions, workers: int) -> int:
     context = multiprocessing.get_context("spawn")
     processes: list[multiprocessing.process.BaseProcess] = []
     host: multiprocessing.process.BaseProcess | None = None
-    if options.shared_engines:
-        host, address = start_engine_host(context, options.log_level)
-        options = replace(options, engine_host=address)
-        log.info("kiln engine host started (pid %s): the workers' engines run there", host.pid)
     signals: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -185,6 +183,10 @@ def supervise(options: ServeOptions, workers: int) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: list[str] = []
     try:
+        if options.shared_engines:
+            host, address = start_engine_host(context, options.log_level, stopping=lambda: bool(signals))
+            options = replace(options, engine_host=address)
+            log.info("kiln engine host started (pid %s): the workers' engines run there", host.pid)
         for index in range(workers):
             if signals:
                 break
