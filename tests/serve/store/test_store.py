@@ -96,6 +96,21 @@ def test_saving_a_case_twice_stores_it_once(store: Store) -> None:
         _ = cases[0].images
 
 
+def test_a_saved_case_gets_the_column_defaults_it_did_not_set(store: Store) -> None:
+    case = CaseRecord(id="bare", brand="aurelle", model="celeste", verdict="inconclusive", confidence=0.5, result={})
+    case.images = [CaseImageRecord(position=0, view="logo", sha256="cd" * 32, content_type="image/png", width=64,
+                                   height=64, quality={"ok": False, "reasons": ["blur"]}, heatmap=[], data=b"png")]
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    assert store.save_case(case)
+    stored = store.get_case("bare")
+    assert stored.app == "authenticity" and stored.engine == "" and stored.tenant is None
+    created = stored.created_at if stored.created_at.tzinfo else stored.created_at.replace(tzinfo=UTC)
+    assert before <= created <= datetime.now(UTC) + timedelta(seconds=5)
+    (image,) = stored.images
+    assert image.score is None and image.photo_file is None and image.quality == {"ok": False, "reasons": ["blur"]}
+    assert store.case_image("bare", 0).data == b"png"
+
+
 def test_list_cases_filters_and_pages(store: Store) -> None:
     now = datetime.now(UTC)
     for i in range(7):

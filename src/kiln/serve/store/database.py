@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, raiseload, sessionmaker, undefer
 from sqlalchemy.pool import StaticPool
@@ -103,6 +104,22 @@ def _background_checkpoints(dbapi_connection: Any, _record: Any) -> None:
 
 def _mark_written(session: Session, _context: Any) -> None:
     session.info["wrote"] = True  # the ORM flushed changes: the commit writes to the log
+
+
+def _row(record: Any) -> dict[str, Any]:
+    """The column values a transient ORM record holds, for a Core INSERT: unset (None) values are
+    left out where the column has a default or is the autoincrement key, so the default applies as
+    it would through the ORM."""
+    mapper = sa_inspect(type(record))
+    values = record.__dict__
+    row: dict[str, Any] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        value = values.get(prop.key)
+        if value is None and (column.default is not None or column.primary_key or column.server_default is not None):
+            continue
+        row[column.key] = value
+    return row
 
 
 def _mark_statement(state: Any) -> None:
@@ -196,10 +213,15 @@ class Store:
                         name = self.photos.put(image.data)
                         held.append((image, image.data))
                         image.photo_file, image.data = name, b""
+            case_row = _row(case)
+            image_rows = [_row(image) | {"case_id": case.id} for image in case.images]
             with self.session() as session:
-                if session.get(CaseRecord, case.id) is not None:
-                    return False
-                session.add(case)
+                # two INSERT statements, not the ORM's unit of work: SQLite has one writer at a
+                # time across the server's processes, and the write lock is held from the first
+                # INSERT to the commit; a case id already stored fails the first one
+                session.execute(insert(cast(Table, CaseRecord.__table__)), [case_row])
+                if image_rows:
+                    session.execute(insert(cast(Table, CaseImageRecord.__table__)), image_rows)
         except IntegrityError:
             return False  # a concurrent writer stored the same case id first: exactly once
         finally:
