@@ -8,10 +8,10 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 BUCKETS=${BUCKETS:-1,16,32,64,128,256}
 CACHE=${CACHE:-/tmp/kiln-serving-cache}
 timeout "${SHARED_TIMEOUT:-330}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" --shared-engines \
-  --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration 6 --cache "$CACHE" \
-  --out "$OUT/serving_shared.json" 2>&1 | grep -v Warning
+  --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" \
+  ${SKIP_SINGLE:+--skip-single} --out "$OUT/serving_shared.json" 2>&1 | grep -v Warning
 if [ "${BASELINE:-1}" = 1 ]; then
   timeout "${BASELINE_TIMEOUT:-200}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
-    --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration 6 --cache "$CACHE" --skip-single \
+    --buckets "$BUCKETS" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" --skip-single \
     --out "$OUT/serving_per_worker.json" 2>&1 | grep -v Warning
 fi
