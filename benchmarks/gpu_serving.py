@@ -48,6 +48,24 @@ def _gpu_utilization(url: str) -> float | None:
     return None
 
 
+SERVER_MODULES = ("fastapi", "uvicorn", "grpc", "pydantic_settings", "typer", "httptools", "prometheus_client")
+
+
+def _preflight() -> None:
+    """Fails at once, naming what is missing, when the server could not start here (before minutes
+    of engine building): e.g. a wheel set carried to a GPU machine without one of fastapi's needs."""
+    import importlib
+
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing.append(f"{name} ({exc})")
+    if missing:
+        raise SystemExit("cannot start kiln serve here: " + "; ".join(missing) + " (see benchmarks/device_wheels.txt)")
+
+
 def _bench(grpc_addr: str, model: str, concurrency: int, rows: int, duration: float, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "kiln", "bench", "serve", "--url", grpc_addr, "--model", model, "--protocol", "grpc",
@@ -89,6 +107,7 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true", help="skip the concurrency 1 and 64 single-image runs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    _preflight()
     # a time limit's SIGTERM still writes what was measured (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
@@ -140,7 +159,7 @@ def main() -> None:
     }
     try:
         start_wait = time.perf_counter()
-        wait_ready(url, 600, workers=args.workers)
+        wait_ready(url, 600, workers=args.workers, process=server)  # a server that fails to start ends the run
         result["server_ready_seconds"] = round(time.perf_counter() - start_wait, 1)
         print(f"built in {build_seconds:.0f}s, server ready in {result['server_ready_seconds']}s", flush=True)
         single = []
