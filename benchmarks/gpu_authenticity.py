@@ -63,15 +63,28 @@ SERVER_MODULES = {
 
 
 def require_modules(modules: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
-    """Exits with the pip command to run when a module is missing; notes missing optional ones."""
-    import importlib.util
+    """Exits with the pip command to run when a module is missing; notes missing optional ones.
+
+    Each module is imported, not only found: a package whose own needs are missing (fastapi 0.165
+    without opentelemetry-api) counts as missing, and the error says what it lacks."""
+    import importlib
+
+    failures: dict[str, str] = {}
 
     def absent_module(names: str) -> bool:  # "a|b": either will do
-        return all(importlib.util.find_spec(name) is None for name in names.split("|"))
+        for name in names.split("|"):
+            try:
+                importlib.import_module(name)
+                return False
+            except ImportError as exc:
+                failures[names] = str(exc)
+        return True
 
     missing = [pip for module, pip in modules.items() if absent_module(module)]
     if missing:
-        raise SystemExit(f"missing Python packages: {', '.join(missing)}\n  pip install {' '.join(missing)}")
+        why = "; ".join(f"{module}: {error}" for module, error in failures.items() if modules.get(module) in missing)
+        raise SystemExit(f"missing Python packages: {', '.join(missing)} ({why})\n  pip install {' '.join(missing)}"
+                         "\n  (for a GPU machine: benchmarks/device_wheels.txt)")
     absent = [pip for module, pip in (optional or {}).items() if absent_module(module)]
     if absent:
         print(f"note: optional packages missing: {', '.join(absent)} (pip install {' '.join(absent)})", flush=True)

@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from readiness import wait_ready  # benchmarks/ is on the path when this runs as a script
+# benchmarks/ is on the path when this runs as a script
+from gpu_authenticity import SERVER_MODULES, require_modules
+from readiness import wait_ready
 
 
 def _free_port() -> int:
@@ -46,24 +48,6 @@ def _gpu_utilization(url: str) -> float | None:
         if line.startswith("kiln_gpu_utilization{"):
             return float(line.rsplit(" ", 1)[1])
     return None
-
-
-SERVER_MODULES = ("fastapi", "uvicorn", "grpc", "pydantic_settings", "typer", "httptools", "prometheus_client")
-
-
-def _preflight() -> None:
-    """Fails at once, naming what is missing, when the server could not start here (before minutes
-    of engine building): e.g. a wheel set carried to a GPU machine without one of fastapi's needs."""
-    import importlib
-
-    missing = []
-    for name in SERVER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            missing.append(f"{name} ({exc})")
-    if missing:
-        raise SystemExit("cannot start kiln serve here: " + "; ".join(missing) + " (see benchmarks/device_wheels.txt)")
 
 
 def _bench(grpc_addr: str, model: str, concurrency: int, rows: int, duration: float, out: Path) -> subprocess.Popen[str]:
@@ -107,7 +91,7 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true", help="skip the concurrency 1 and 64 single-image runs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    _preflight()
+    require_modules(SERVER_MODULES)  # before minutes of engine building: the server must be able to start
     # a time limit's SIGTERM still writes what was measured (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
