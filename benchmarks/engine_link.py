@@ -57,12 +57,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(pick(0.5) * 1e3, 3), "p99_ms": round(pick(0.99) * 1e3, 3), "mean_ms": round(statistics.fmean(ordered) * 1e3, 3)}
 
 
-def _host(address: str, ready: object) -> None:
-    from kiln.serve.engine_host import host_main
-
-    host_main(address, ready, "warning")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
@@ -70,6 +64,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="markdown report (default: print only)")
     args = parser.parse_args()
 
+    from kiln.serve.engine_host import host_main
     from kiln.serve.model import ServedModel
     from kiln.serve.model_config import ModelConfig
     from kiln.serve.remote_runner import RemoteRunner
@@ -97,7 +92,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     address = str(root / "engines.sock")
     receiver, sender = context.Pipe(duplex=False)
-    host = context.Process(target=_host, args=(address, sender))
+    host = context.Process(target=host_main, args=(address, sender, "warning"))
     host.start()
     assert receiver.poll(60), "the engine host did not start"
     runner = RemoteRunner(address, "mean", "1", engine, config)

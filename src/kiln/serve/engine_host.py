@@ -84,18 +84,20 @@ class EngineHost:
         log.info("engine host listening on %s (pid %d)", self.address, os.getpid())
         if on_ready is not None:
             on_ready()
-        try:
-            await stop.wait()
+
+        def stop_accepting() -> None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the other thread
             listener.close()
-            deadline = asyncio.get_running_loop().time() + drain_s
-            while self._connections and asyncio.get_running_loop().time() < deadline:
+
+        try:
+            await stop.wait()
+            stop_accepting()
+            deadline = self._loop.time() + drain_s
+            while self._connections and self._loop.time() < deadline:
                 await asyncio.sleep(0.05)
         finally:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+            stop_accepting()  # closing twice is harmless; this covers a cancelled wait
             with self._lock:
                 for sock in list(self._connections):
                     with contextlib.suppress(OSError):

@@ -180,6 +180,15 @@ def supervise(options: ServeOptions, workers: int) -> int:
             if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, sent)
 
+    def stop_workers(running: list[multiprocessing.process.BaseProcess]) -> None:
+        """After a failure: stop the workers still running (once)."""
+        if signals:
+            return
+        signals.append(signal.SIGTERM)
+        for other in running:
+            if other.pid is not None:
+                os.kill(other.pid, signal.SIGTERM)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: list[str] = []
     try:
@@ -200,10 +209,7 @@ def supervise(options: ServeOptions, workers: int) -> int:
             if host is not None and host.exitcode is not None and not signals:
                 failed.append(f"the engine host (pid {host.pid}) exited with status {host.exitcode}")
                 log.error("kiln engine host (pid %s) exited with status %s; stopping the workers", host.pid, host.exitcode)
-                signals.append(signal.SIGTERM)
-                for other in running:
-                    if other.pid is not None:
-                        os.kill(other.pid, signal.SIGTERM)
+                stop_workers(running)
             for process in [p for p in running if p.exitcode is not None]:
                 running.remove(process)
                 index = processes.index(process)
@@ -215,11 +221,8 @@ def supervise(options: ServeOptions, workers: int) -> int:
                 failed.append(f"worker {index} (pid {process.pid}) {reason}")
                 log.error("kiln worker %d (pid %s) %s; %s", index, process.pid, reason,
                           "stopping the other workers" if running else "no worker left")
-                if running and not signals:
-                    signals.append(signal.SIGTERM)
-                    for other in running:
-                        if other.pid is not None:
-                            os.kill(other.pid, signal.SIGTERM)
+                if running:
+                    stop_workers(running)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
