@@ -27,12 +27,21 @@ def _children(pid: int) -> list[int]:
     return [c for c in found if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-def _serve(repo: Path, http_port: int, grpc_port: int, workers: int, home: Path) -> subprocess.Popen[bytes]:
+def _serve(repo: Path, http_port: int, grpc_port: int, workers: int, home: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KILN_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port),
                "--grpc-port", str(grpc_port), "--workers", str(workers), "--no-pages", "--no-access-log",
-               "--log-level", "info"]
+               "--log-level", "info", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill(server: subprocess.Popen[bytes]) -> None:
+    """Fixture teardown: a server a test left running goes, its workers first."""
+    if server.poll() is None:
+        for child in _children(server.pid):
+            os.kill(child, signal.SIGKILL)
+        server.kill()
+        server.wait(10)
 
 
 @pytest.fixture
@@ -49,11 +58,7 @@ def two_workers(small_repo: Path, tmp_path: Path) -> Iterator[tuple[subprocess.P
     try:
         yield server, http_port, grpc_port
     finally:
-        if server.poll() is None:
-            for child in _children(server.pid):
-                os.kill(child, signal.SIGKILL)
-            server.kill()
-            server.wait(10)
+        _kill(server)
 
 
 def test_two_workers_share_the_ports_and_drain_on_sigterm(two_workers: tuple[subprocess.Popen[bytes], int, int]) -> None:
@@ -143,18 +148,11 @@ def test_port_zero_with_workers_is_refused(small_repo: Path, tmp_path: Path) -> 
 @pytest.fixture
 def shared_engines(small_repo: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     http_port = free_port()
-    env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-m", "kiln", "serve", "--repo", str(small_repo), "--http-port", str(http_port),
-               "--grpc-port", str(free_port()), "--workers", "2", "--shared-engines", "--no-pages", "--no-access-log"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = _serve(small_repo, http_port, free_port(), 2, tmp_path / "home", "--shared-engines")
     try:
         yield server, http_port
     finally:
-        if server.poll() is None:
-            for child in _children(server.pid):
-                os.kill(child, signal.SIGKILL)
-            server.kill()
-            server.wait(10)
+        _kill(server)
 
 
 def _started(pid: int) -> int:
