@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for training and evaluation")
     parser.add_argument("--design-heads", action="store_true", help="also train one classifier per brand/model")
+    parser.add_argument("--no-amp", action="store_true", help="train in fp32 on a GPU too (default: bf16 autocast there)")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--synth-only", action="store_true", help="make the data sets and stop")
@@ -133,7 +134,7 @@ def main() -> None:
     recipe = {name: value for name, value in (("epochs", args.epochs), ("backbone", args.backbone), ("width", args.width),
                                               ("image_size", args.image_size), ("batch_size", args.batch_size),
                                               ("lr", args.lr), ("threads", args.threads)) if value is not None}
-    config = TrainConfig(device=args.device, design_heads=args.design_heads, **recipe)
+    config = TrainConfig(device=args.device, design_heads=args.design_heads, amp=not args.no_amp, **recipe)
     if not checkpoint.is_file():
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))

@@ -65,6 +65,7 @@ def train_cmd(
     design_heads: Annotated[bool, typer.Option(
         help="also one classifier per brand/model (cases of a known design are judged by its house style)"
     )] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on a CUDA device (the CPU always trains in fp32)")] = True,
 ) -> None:
     """Fine-tune the per-view model and calibrate verdicts on held-out cases."""
     import json
@@ -80,7 +81,7 @@ def train_cmd(
     config = TrainConfig(
         backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
-        pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads,
+        pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads, amp=amp,
     )
 
     def show(stats: EpochStats) -> None:

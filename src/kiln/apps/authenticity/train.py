@@ -77,6 +77,7 @@ class TrainConfig:
     min_side: int = 224
     device: str = "cpu"  # torch device for the network ("cuda" trains on a GPU; data stays on the CPU)
     design_heads: bool = False  # also one classifier per (brand, model) besides the generic one
+    amp: bool = True  # bf16 autocast for the network on a CUDA device (the CPU always trains in fp32)
 
 
 @dataclass
@@ -148,15 +149,15 @@ def _augment(pixels: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor
     import torch
     from torchvision.ops import roi_align
 
-    # Random numbers come from the CPU generator (the same stream on every device); the pixel work
-    # runs where the network does.
+    # Random numbers come from ``generator``, which lives on ``device`` as the pixel work does: on a
+    # GPU, numbers drawn on the CPU would cost a copy, and a stream sync, every step.
     pixels = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
     masks = torch.from_numpy(masks) if isinstance(masks, np.ndarray) else masks
     x = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
     m = masks.to(device).unsqueeze(1).float().div_(255.0)
     x = torch.cat([x, m], dim=1)
     n, _, h, w = x.shape
-    rand = torch.rand(n, 6, generator=generator).to(device)
+    rand = torch.rand(n, 6, generator=generator, device=x.device)
     side = (0.85 + 0.15 * rand[:, 0]) * min(h, w)
     aspect = 1.0 + 0.1 * (rand[:, 1] - 0.5)
     bw = torch.clamp(side * aspect, max=w)
@@ -171,9 +172,9 @@ def _augment(pixels: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean * brightness
     gray = x.mean(dim=1, keepdim=True)
-    saturation = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator).to(device)
+    saturation = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator, device=x.device)
     x = gray + (x - gray) * saturation
-    x = x + 0.01 * torch.randn(x.shape, generator=generator).to(device)
+    x = x + 0.01 * torch.randn(x.shape, generator=generator, device=x.device)
     return _normalise(x.clamp_(0.0, 1.0)), m
 
 
@@ -385,6 +386,8 @@ def train(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     model = auth_multiview(backbone=config.backbone, embed_dim=config.embed_dim, width=config.width, heads=head_count)
     if config.pretrained is not None:
         _load_pretrained(model, config.pretrained)
@@ -407,10 +410,14 @@ def train(
         seen = 0
         with reporter.task(f"epoch {epoch}/{config.epochs}", total=steps_per_epoch) as task:
             for batch in sampler.epoch():
-                index = torch.from_numpy(batch).to(device)
-                where = index if train_pixels.device == index.device else torch.from_numpy(batch)
-                x, mask = _augment(train_pixels[where], train_masks[where], size, generator, device)
-                logit, embedding, heatmap = model(x)
+                # (a pinned, non-blocking copy: a copy from pageable memory would wait for the GPU every step)
+                host_index = torch.from_numpy(batch)
+                index = host_index.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host_index
+                where = index if train_pixels.device == index.device else host_index
+                x, mask = _augment(train_pixels[where], train_masks[where], size, augment_generator, device)
+                with autocast:
+                    logit, embedding, heatmap = model(x)
+                logit, embedding, heatmap = logit.float(), embedding.float(), heatmap.float()
                 if heatmap.dim() == 3:
                     heatmap = heatmap.unsqueeze(1)
                 # The generic head, and each photo's own design head (the same one when there are none).

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call: train the authentication model on the GPU for as many epochs as fit in the call,
+# then build its INT8 engine and evaluate both on the unseen-seed test sets (issue 4 acceptance 1, 2).
+# The epoch count comes from a one-epoch probe on the same data, so the run ends inside the call.
+# Env: CASES (2700), WIDTH (1.0), MAX_EPOCHS (60), BUDGET_S (whole script, 560), RESERVE_S (time kept
+# for build and evaluation after training, 230), THREADS (15), TEST_CASES (400), DEVICE (cuda),
+# EXTRA (more authenticity_accuracy.py args).
+# Writes train.log, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")"
+start=$(date +%s)
+budget=${BUDGET_S:-560}
+cases=${CASES:-2700}
+width=${WIDTH:-1.0}
+threads=${THREADS:-15}
+work=${WORK:-/tmp/kiln-auth-train}
+device=${DEVICE:-cuda}
+tests=${TEST_CASES:-400}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --synth-only >"$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
+echo "synthesis done at $(( $(date +%s) - start )) s"
+WORK_DIR="$work" DEVICE="$device" WIDTH="$width" THREADS="$threads" python3 - >"$OUT/probe.json" <<'EOF'
+import json, os
+from pathlib import Path
+from kiln.apps.authenticity.train import TrainConfig, train
+work = Path(os.environ["WORK_DIR"])
+config = TrainConfig(epochs=1, width=float(os.environ["WIDTH"]), device=os.environ["DEVICE"], threads=int(os.environ["THREADS"]))
+result = train(work / "train", Path("/tmp/kiln-probe.pt"), config)
+epoch = result.history[0]
+print(json.dumps({"epoch_s": epoch.seconds, "photos_per_s": epoch.images_per_s, "total_s": result.seconds}))
+EOF
+cat "$OUT/probe.json"
+elapsed=$(( $(date +%s) - start ))
+epochs=$(python3 -c "
+import json, math
+p = json.load(open('$OUT/probe.json'))
+load = p['total_s'] - p['epoch_s']
+left = $budget - $elapsed - ${RESERVE_S:-230} - load
+print(max(1, min(${MAX_EPOCHS:-60}, math.floor(left / p['epoch_s']))))")
+echo "training $cases cases for $epochs epochs (${elapsed} s used of $budget)"
+# shellcheck disable=SC2086
+timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --epochs "$epochs" \
+  --width "$width" --device "$device" --threads "$threads" --no-doc ${EXTRA:-} 2>&1 | grep -v "━" | tee "$OUT/train.log" | grep -E "^epoch (1|[0-9]*0):|coverage|exit|Error|error" 
+cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
+[ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
+echo "done at $(( $(date +%s) - start )) s"
