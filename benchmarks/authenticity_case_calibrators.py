@@ -6,9 +6,11 @@ calibrator is a logistic regression on different case features (the soft maximum
 the two largest; soft maximum and mean; soft maximum and photo count; maximum and positive sum), fitted on
 the validation cases with kiln's threshold rule (never looser than the target precision); it reports the
 coverage and accuracy that gives on the test sets, and the oracle: the largest coverage at which the test
-set's most confident cases are still ≥ 99 % right under kiln's own case probability.
+set's most confident cases are still ≥ 99 % right under kiln's own case probability. The "per-view" calibrators
+first rescale each photo's log-odds with its view's own logistic fit (scale and bias per view, fitted on the
+validation photos' flaw labels), so that a view whose scores carry little evidence weighs little in the pooling.
 
-    python benchmarks/authenticity_case_calibrators.py --work /tmp/calib [--checkpoint auth.pt]
+    python benchmarks/authenticity_case_calibrators.py --work /tmp/calib [--checkpoint auth.pt] [--cases 900]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FEATURES = ("soft max", "max", "top two", "soft max + mean", "soft max + count",
 
 
 def features(log_odds: list[float], kind: str) -> list[float]:
+    kind = kind.removeprefix("per-view ")
     values = np.array(log_odds, np.float64)
     top = np.sort(values)[::-1]
     soft = float(np.logaddexp.reduce(values))
@@ -55,7 +58,7 @@ def probability(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.hstack([x, np.ones((len(x), 1))]) @ w))
 
 
-def case_rows(predictor: Any, dataset: Any) -> list[dict[str, Any]]:
+def case_rows(predictor: Any, dataset: Any, threads: int = 2) -> list[dict[str, Any]]:
     from kiln.apps.authenticity.assessment import assess_case
     from kiln.apps.authenticity.evaluate import _decode, predict_all
     from kiln.progress import NullReporter
@@ -63,7 +66,7 @@ def case_rows(predictor: Any, dataset: Any) -> list[dict[str, Any]]:
     cal = predictor.calibration
     cases = dataset.evaluation_cases()
     photos = [p for members in cases.values() for p in members]
-    pixels, metrics = _decode(photos, predictor, 2, NullReporter())
+    pixels, metrics = _decode(photos, predictor, threads, NullReporter())
     outputs = predict_all(predictor, pixels)
     rows, start = [], 0
     for members in cases.values():
@@ -71,10 +74,11 @@ def case_rows(predictor: Any, dataset: Any) -> list[dict[str, Any]]:
         start += len(members)
         result = assess_case([p.view for p in members], metrics[idx], {k: v[idx] for k, v in outputs.items()}, cal,
                              brand=members[0].brand, model=members[0].model)
-        usable = [p.logit / cal.for_head(cal.head_for(members[0].brand, members[0].model)).temperature
-                  for p in result.photos if p.ok]
-        rows.append({"label": int(members[0].label), "log_odds": usable, "p": result.fusion.counterfeit_probability,
-                     "decided": result.fusion.verdict.value != "inconclusive"})
+        temperature = cal.for_head(cal.head_for(members[0].brand, members[0].model)).temperature
+        ok = [(member, p) for member, p in zip(members, result.photos, strict=True) if p.ok]
+        rows.append({"label": int(members[0].label), "log_odds": [p.logit / temperature for _, p in ok],
+                     "views": [m.view for m, _ in ok], "targets": [int(m.target) for m, _ in ok],
+                     "p": result.fusion.counterfeit_probability, "decided": result.fusion.verdict.value != "inconclusive"})
     return rows
 
 
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint trained on WORK/train (default: train one)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=900, help="training cases, when WORK/train is made here")
     args = parser.parse_args()
 
     from kiln.apps.authenticity.calibration import choose_thresholds
@@ -92,7 +97,7 @@ def main() -> None:
     from kiln.apps.authenticity.train import TrainConfig, train
 
     work = args.work
-    for name, cases, seed, levels, twins in (("train", 900, 1, ("easy", "medium", "hard"), True),
+    for name, cases, seed, levels, twins in (("train", args.cases, 1, ("easy", "medium", "hard"), True),
                                              ("test-mixed", 400, 1001, ("easy", "medium", "hard"), False),
                                              ("test-hard", 400, 1002, ("hard",), False)):
         if not (work / name / "cases.csv").is_file():
@@ -103,18 +108,33 @@ def main() -> None:
         train(work / "train", checkpoint, config)
     predictor = CheckpointPredictor(checkpoint, threads=args.threads)
     _, val_set = load_dataset(work / "train").split(config.val_fraction, config.seed)
-    val = [r for r in case_rows(predictor, val_set) if r["log_odds"]]
-    tests = {name: case_rows(predictor, load_dataset(work / name)) for name in ("test-mixed", "test-hard")}
-    results: dict[str, Any] = {"checkpoint": str(checkpoint), "calibrators": {}, "oracle": {}}
+    val = [r for r in case_rows(predictor, val_set, args.threads) if r["log_odds"]]
+    tests = {name: case_rows(predictor, load_dataset(work / name), args.threads) for name in ("test-mixed", "test-hard")}
+    # Per-view logistic fits of the photos' flaw labels on their log-odds (validation photos only).
+    view_fits = {}
+    for view in sorted({v for r in val for v in r["views"]}):
+        x = np.array([lo for r in val for lo, v in zip(r["log_odds"], r["views"], strict=True) if v == view])
+        t = np.array([tg for r in val for tg, v in zip(r["targets"], r["views"], strict=True) if v == view], np.float64)
+        view_fits[view] = fit(x.reshape(-1, 1), t) if 0 < t.sum() < len(t) else np.array([1.0, 0.0])
+    for rows in (val, *tests.values()):
+        for r in rows:
+            r["view_log_odds"] = [float(view_fits[v][0] * lo + view_fits[v][1]) if v in view_fits else lo
+                                  for lo, v in zip(r["log_odds"], r["views"], strict=True)]
+    kinds = [*FEATURES, *(f"per-view {k}" for k in FEATURES)]
+
+    def odds(r: dict[str, Any], kind: str) -> list[float]:
+        return r["view_log_odds"] if kind.startswith("per-view ") else r["log_odds"]
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "calibrators": {}, "oracle": {},
+                               "view_fits": {v: [round(float(a), 4) for a in w] for v, w in view_fits.items()}}
     y_val = np.array([r["label"] for r in val], np.float64)
-    for kind in FEATURES:
-        w = fit(np.array([features(r["log_odds"], kind) for r in val]), y_val)
-        counterfeit_t, authentic_t = choose_thresholds(probability(w, np.array([features(r["log_odds"], kind) for r in val])),
+    for kind in kinds:
+        w = fit(np.array([features(odds(r, kind), kind) for r in val]), y_val)
+        counterfeit_t, authentic_t = choose_thresholds(probability(w, np.array([features(odds(r, kind), kind) for r in val])),
                                                        y_val.astype(int), 0.99)
         entry = {}
         for name, rows in tests.items():
             usable = [r for r in rows if r["log_odds"]]
-            p = probability(w, np.array([features(r["log_odds"], kind) for r in usable]))
+            p = probability(w, np.array([features(odds(r, kind), kind) for r in usable]))
             y = np.array([r["label"] for r in usable])
             decided = (p >= counterfeit_t) | (p <= authentic_t)
             correct = ((p >= counterfeit_t) & (y == 1)) | ((p <= authentic_t) & (y == 0))

@@ -5,7 +5,8 @@
 # Env: CASES (2700), WIDTH (1.0), MAX_EPOCHS (60), BUDGET_S (whole script, 560), RESERVE_S (time kept
 # for build and evaluation after training, 230), THREADS (15), TEST_CASES (400), DEVICE (cuda),
 # EXTRA (more authenticity_accuracy.py args).
-# Writes train.log, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
+# Then compares case calibrators on the trained model (authenticity_case_calibrators.py, CALIBRATORS_S past the budget).
+# Writes train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")"
 start=$(date +%s)
@@ -41,6 +42,10 @@ echo "training $cases cases for $epochs epochs (${elapsed} s used of $budget)"
 # shellcheck disable=SC2086
 timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --epochs "$epochs" \
   --width "$width" --device "$device" --threads "$threads" --no-doc ${EXTRA:-} 2>&1 | grep -v "━" | tee "$OUT/train.log" | grep -E "^epoch (1|[0-9]*0):|coverage|exit|Error|error" 
+left=$(( budget + ${CALIBRATORS_S:-40} - $(date +%s) + start ))
+[ -f "$work/auth.pt" ] && [ "$left" -gt 10 ] && timeout "$left" python3 authenticity_case_calibrators.py --work "$work" \
+  --checkpoint "$work/auth.pt" --cases "$cases" --threads "$threads" 2>&1 | grep -v "━" | tee "$OUT/calibrators.log" | tail -15
+cp -f "$work"/case_calibrators.json "$OUT/" 2>/dev/null
 cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
 [ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
 echo "done at $(( $(date +%s) - start )) s"
