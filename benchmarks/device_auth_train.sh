@@ -6,7 +6,7 @@
 # for build and evaluation after training, 230), THREADS (15), TEST_CASES (400), DEVICE (cuda),
 # EXTRA (more authenticity_accuracy.py args).
 # Then compares case calibrators on the trained model (authenticity_case_calibrators.py, CALIBRATORS_S past the budget).
-# Writes train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
+# Writes (at most 8 files, the device tool's limit) train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")"
 start=$(date +%s)
@@ -18,7 +18,7 @@ work=${WORK:-/tmp/kiln-auth-train}
 device=${DEVICE:-cuda}
 tests=${TEST_CASES:-400}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
-python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --synth-only >"$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
+python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --synth-only >/tmp/kiln-synth.log 2>&1 || { tail -20 /tmp/kiln-synth.log; exit 1; }
 echo "synthesis done at $(( $(date +%s) - start )) s"
 WORK_DIR="$work" DEVICE="$device" WIDTH="$width" THREADS="$threads" python3 - >"$OUT/probe.json" <<'EOF'
 import json, os
