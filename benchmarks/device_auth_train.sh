@@ -42,10 +42,11 @@ echo "training $cases cases for $epochs epochs (${elapsed} s used of $budget)"
 # shellcheck disable=SC2086
 timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --epochs "$epochs" \
   --width "$width" --device "$device" --threads "$threads" --no-doc ${EXTRA:-} 2>&1 | grep -v "━" | tee "$OUT/train.log" | grep -E "^epoch (1|[0-9]*0):|coverage|exit|Error|error" 
+# What the call must bring back goes under $OUT before the calibrators run (a call cut off at its limit keeps it).
+cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
+[ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
 left=$(( budget + ${CALIBRATORS_S:-40} - $(date +%s) + start ))
 [ -f "$work/auth.pt" ] && [ "$left" -gt 10 ] && timeout "$left" python3 authenticity_case_calibrators.py --work "$work" \
   --checkpoint "$work/auth.pt" --cases "$cases" --threads "$threads" 2>&1 | grep -v "━" | tee "$OUT/calibrators.log" | tail -15
 cp -f "$work"/case_calibrators.json "$OUT/" 2>/dev/null
-cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
-[ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
 echo "done at $(( $(date +%s) - start )) s"
