@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--compile", default="reduce-overhead")
     parser.add_argument("--freezing", action="store_true")
-    parser.add_argument("--buckets", default="1,16,64,256")
+    parser.add_argument("--buckets", default="1,16,32,64,128,256")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=8, help="images per request in the sweep")
