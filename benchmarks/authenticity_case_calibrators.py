@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from authenticity_sets import DEFAULT_SEED, test_sets  # noqa: E402
 
 FEATURES = ("soft max", "max", "top two", "soft max + mean", "soft max + count", "max + positive sum")
 
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint trained on WORK/train (default: train one)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", type=int, default=900, help="training cases, when WORK/train is made here")
+    parser.add_argument("--test-seed", type=int, default=DEFAULT_SEED, help="seed of the mixed test set (hard: the next)")
     args = parser.parse_args()
 
     from kiln.apps.authenticity.calibration import choose_thresholds
@@ -97,9 +101,9 @@ def main() -> None:
     from kiln.apps.authenticity.train import TrainConfig, train
 
     work = args.work
+    sets = test_sets(args.test_seed)
     for name, cases, seed, levels, twins in (("train", args.cases, 1, ("easy", "medium", "hard"), True),
-                                             ("test-mixed", 400, 1001, ("easy", "medium", "hard"), False),
-                                             ("test-hard", 400, 1002, ("hard",), False)):
+                                             *((t.folder, 400, t.seed, t.levels, False) for t in sets)):
         if not (work / name / "cases.csv").is_file():
             generate_dataset(work / name, cases, SynthSpec(seed=seed, size=176, levels=levels, twins=twins), workers=args.threads)
     config = TrainConfig(threads=args.threads)
@@ -109,7 +113,7 @@ def main() -> None:
     predictor = CheckpointPredictor(checkpoint, threads=args.threads)
     _, val_set = load_dataset(work / "train").split(config.val_fraction, config.seed)
     val = [r for r in case_rows(predictor, val_set, args.threads) if r["log_odds"]]
-    tests = {name: case_rows(predictor, load_dataset(work / name), args.threads) for name in ("test-mixed", "test-hard")}
+    tests = {t.key: case_rows(predictor, load_dataset(work / t.folder), args.threads) for t in sets}
     # Per-view logistic fits of the photos' flaw labels on their log-odds (validation photos only).
     view_fits = {}
     for view in sorted({v for r in val for v in r["views"]}):
@@ -124,7 +128,12 @@ def main() -> None:
 
     def odds(r: dict[str, Any], kind: str) -> list[float]:
         return r["view_log_odds"] if kind.startswith("per-view ") else r["log_odds"]
-    results: dict[str, Any] = {"checkpoint": str(checkpoint), "calibrators": {}, "oracle": {},
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "test_seeds": {t.key: t.seed for t in sets},
+                               "kiln": {"pooling": predictor.calibration.pooling,
+                                        "view_scales": bool(predictor.calibration.view_scales),
+                                        **{name: {"coverage": round(float(np.mean([r["decided"] for r in rows])), 4)}
+                                           for name, rows in tests.items()}},
+                               "calibrators": {}, "oracle": {},
                                "view_fits": {v: [round(float(a), 4) for a in w] for v, w in view_fits.items()}}
     y_val = np.array([r["label"] for r in val], np.float64)
     for kind in kinds:
@@ -155,6 +164,7 @@ def main() -> None:
                  for e in entry.values()]
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print("oracle:", json.dumps(results["oracle"]))
+    print("the checkpoint's own calibration:", json.dumps(results["kiln"]))
     (work / "case_calibrators.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 

@@ -4,7 +4,7 @@
 # The epoch count comes from a one-epoch probe on the same data, so the run ends inside the call.
 # Env: CASES (2700), WIDTH (1.0), MAX_EPOCHS (60), BUDGET_S (whole script, 560), RESERVE_S (time kept
 # for build and evaluation after training, 230), THREADS (15), TEST_CASES (400), DEVICE (cuda),
-# EXTRA (more authenticity_accuracy.py args).
+# TEST_SEED (seed of the mixed test set, the hard one uses the next; 1001), EXTRA (more authenticity_accuracy.py args).
 # Then compares case calibrators on the trained model (authenticity_case_calibrators.py, CALIBRATORS_S past the budget).
 # Writes (at most 8 files, the device tool's limit) train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
 set -uo pipefail
@@ -17,8 +17,9 @@ threads=${THREADS:-15}
 work=${WORK:-/tmp/kiln-auth-train}
 device=${DEVICE:-cuda}
 tests=${TEST_CASES:-400}
+test_seed=${TEST_SEED:-1001}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
-python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --synth-only >/tmp/kiln-synth.log 2>&1 || { tail -20 /tmp/kiln-synth.log; exit 1; }
+python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --test-seed "$test_seed" --synth-only >/tmp/kiln-synth.log 2>&1 || { tail -20 /tmp/kiln-synth.log; exit 1; }
 echo "synthesis done at $(( $(date +%s) - start )) s"
 WORK_DIR="$work" DEVICE="$device" WIDTH="$width" THREADS="$threads" python3 - >"$OUT/probe.json" <<'EOF'
 import json, os
@@ -40,13 +41,13 @@ left = $budget - $elapsed - ${RESERVE_S:-230} - load
 print(max(1, min(${MAX_EPOCHS:-60}, math.floor(left / p['epoch_s']))))")
 echo "training $cases cases for $epochs epochs (${elapsed} s used of $budget)"
 # shellcheck disable=SC2086
-timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --epochs "$epochs" \
+timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --test-seed "$test_seed" --epochs "$epochs" \
   --width "$width" --device "$device" --threads "$threads" --no-doc ${EXTRA:-} 2>&1 | grep -v "━" | tee "$OUT/train.log" | grep -E "^epoch (1|[0-9]*0):|coverage|exit|Error|error" 
 # What the call must bring back goes under $OUT before the calibrators run (a call cut off at its limit keeps it).
 cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
 [ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
 left=$(( budget + ${CALIBRATORS_S:-40} - $(date +%s) + start ))
 [ -f "$work/auth.pt" ] && [ "$left" -gt 10 ] && timeout "$left" python3 authenticity_case_calibrators.py --work "$work" \
-  --checkpoint "$work/auth.pt" --cases "$cases" --threads "$threads" 2>&1 | grep -v "━" | tee "$OUT/calibrators.log" | tail -15
+  --checkpoint "$work/auth.pt" --cases "$cases" --test-seed "$test_seed" --threads "$threads" 2>&1 | grep -v "━" | tee "$OUT/calibrators.log" | tail -15
 cp -f "$work"/case_calibrators.json "$OUT/" 2>/dev/null
 echo "done at $(( $(date +%s) - start )) s"

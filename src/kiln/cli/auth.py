@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.apps.authenticity.calibration import Pooling
 
 auth_app = typer.Typer(
     name="auth",
     help="Authentication app: synthetic data, training, evaluation, engines, references.",
     no_args_is_help=True,
 )
+
+POOLINGS = ("top_two", "soft_max")
+POOLING_HELP = ("how a case's photos are pooled: top_two (largest and second-largest counterfeit log-odds) "
+                "or soft_max (log-sum-exp of all)")
+VIEW_SCALING_HELP = "rescale each view's log-odds by its own logistic fit on the validation photos"
+
+
+def _pooling(value: str) -> Pooling:
+    if value not in POOLINGS:
+        raise KilnError(f"--pooling {value!r} is not one of {', '.join(POOLINGS)}")
+    return cast("Pooling", value)
 
 
 @auth_app.command("synth")
@@ -66,6 +80,8 @@ def train_cmd(
         help="also one classifier per brand/model (cases of a known design are judged by its house style)"
     )] = False,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on a CUDA device (the CPU always trains in fp32)")] = True,
+    pooling: Annotated[str, typer.Option(help=POOLING_HELP)] = "top_two",
+    view_scaling: Annotated[bool, typer.Option(help=VIEW_SCALING_HELP)] = True,
 ) -> None:
     """Fine-tune the per-view model and calibrate verdicts on held-out cases."""
     import json
@@ -82,6 +98,7 @@ def train_cmd(
         backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
         pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads, amp=amp,
+        pooling=_pooling(pooling), view_scaling=view_scaling,
     )
 
     def show(stats: EpochStats) -> None:
@@ -102,6 +119,40 @@ def train_cmd(
     )
     if result.calibration.trained_on.get("synthetic"):
         console.print("[yellow]trained on synthetic data[/]: a demo model, not for real items")
+
+
+@auth_app.command("recalibrate")
+def recalibrate_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="checkpoint written by `kiln auth train`")],
+    data: Annotated[Path, typer.Option("--data", help="the dataset it was trained on (same split: --val-fraction, --seed)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="checkpoint to write (default: overwrite --checkpoint)")] = None,
+    val_fraction: Annotated[float, typer.Option(help="share of cases held out for validation, as in training")] = 0.2,
+    seed: Annotated[int, typer.Option(help="the split's seed, as in training")] = 0,
+    target_precision: Annotated[float, typer.Option(help="precision the abstention thresholds aim for")] = 0.99,
+    min_authentic_views: Annotated[int, typer.Option(help="usable photos an authentic verdict needs")] = 3,
+    pooling: Annotated[str, typer.Option(help=POOLING_HELP)] = "top_two",
+    view_scaling: Annotated[bool, typer.Option(help=VIEW_SCALING_HELP)] = True,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
+) -> None:
+    """Refit a trained checkpoint's calibration (temperature, view scales, pooling, thresholds, gate
+    profiles) on its validation split, keeping the weights. Engines built from it afterwards carry it."""
+    from kiln.apps.authenticity.train import TrainConfig, recalibrate
+    from kiln.cli.console import console
+    from kiln.progress import RichReporter
+
+    if not checkpoint.is_file():
+        raise KilnError(f"--checkpoint {checkpoint} is not a file")
+    if not 0.5 <= target_precision < 1.0:
+        raise KilnError(f"--target-precision {target_precision} must be in [0.5, 1)")
+    config = TrainConfig(val_fraction=val_fraction, seed=seed, target_precision=target_precision,
+                         min_authentic_views=min_authentic_views, threads=threads, pooling=_pooling(pooling),
+                         view_scaling=view_scaling)
+    calibration = recalibrate(checkpoint, data, config, out, reporter=RichReporter())
+    v = calibration.validation
+    console.print(
+        f"[green]calibration[/] {out or checkpoint}: {calibration.pooling} pooling, {len(calibration.view_scales)} view scales; "
+        f"validation: {v['cases']} cases, coverage {v['coverage']:.1%}, accuracy on covered {v['accuracy_covered']:.2%}"
+    )
 
 
 @auth_app.command("build")

@@ -9,13 +9,15 @@ import pytest
 from kiln.apps.authenticity.assessment import assess_case
 from kiln.apps.authenticity.calibration import (
     AuthCalibration,
+    HeadCalibration,
     Thresholds,
     ViewProfile,
     choose_thresholds,
     fit_logistic,
+    fit_logistic_features,
     fit_temperature,
 )
-from kiln.apps.authenticity.fusion import ViewScore, fuse, hottest_region
+from kiln.apps.authenticity.fusion import ViewScore, case_probability, fuse, hottest_region, pooled_features
 from kiln.apps.authenticity.ood import check_distribution
 from kiln.apps.authenticity.quality import QualityLimits, check_quality, learn_limits, measure
 from kiln.apps.authenticity.views import VIEWS, Verdict
@@ -52,6 +54,65 @@ def test_logistic_calibration_and_thresholds_meet_the_target_precision() -> None
     real = p <= t_a
     assert labels[fake].mean() >= 0.99 and (1 - labels[real]).mean() >= 0.99
     assert 0.2 < fake.mean() + real.mean() < 1.0, "some cases are decided, some abstained on"
+
+
+def test_two_feature_logistic_recovers_its_weights() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, (20000, 2))
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(1.5 * x[:, 0] - 0.7 * x[:, 1] + 0.4)))).astype(int)
+    weights, bias = fit_logistic_features(x, y, l2=1e-6)
+    assert weights == pytest.approx([1.5, -0.7], abs=0.1) and bias == pytest.approx(0.4, abs=0.1)
+    # one class only: the identity on the first feature, not a degenerate fit
+    assert fit_logistic_features(x, np.zeros(len(x))) == ([1.0, 0.0], 0.0)
+    # the one-feature form is the same fit
+    a, b = fit_logistic(x[:, 0], y, l2=1e-6)
+    one, bias1 = fit_logistic_features(x[:, :1], y, l2=1e-6)
+    assert (a, b) == pytest.approx((one[0], bias1))
+
+
+def test_top_two_pooling_counts_a_second_suspicious_view() -> None:
+    assert pooled_features([-3.0, 2.0, 1.0], "top_two") == [2.0, 1.0]
+    assert pooled_features([0.5], "top_two") == [0.5, 0.5]  # one photo: its score twice
+    assert pooled_features([0.0, 0.0], "soft_max") == [pytest.approx(np.log(2))]
+    with pytest.raises(ValueError, match="pooling"):
+        pooled_features([0.0], "median")
+    cal = _calibration().model_copy(update={"pooling": "top_two", "fusion_scale": 1.0, "fusion_second_scale": 0.5,
+                                            "fusion_bias": -1.0})
+    one = case_probability([-4.0, -4.0, 2.0], cal)
+    two = case_probability([-4.0, 2.0, 2.0], cal)
+    assert one == pytest.approx(1 / (1 + np.exp(-(2.0 - 2.0 - 1.0))))
+    assert two == pytest.approx(1 / (1 + np.exp(-(2.0 + 1.0 - 1.0)))) and two > one
+
+
+def test_view_scales_weigh_a_view_by_its_own_evidence() -> None:
+    cal = _calibration()
+    heat = np.zeros((3, 3))
+    clean = [ViewScore(i, v, -14.0, -np.ones((3, 3))) for i, v in enumerate(VIEWS) if v != "date_code"]
+    alarm = ViewScore(5, "date_code", 14.0, heat)
+    assert fuse([*clean, alarm], cal).verdict is Verdict.COUNTERFEIT
+    # a date-code reader that is nearly at chance: its alarm carries little evidence
+    weak = cal.model_copy(update={"view_scales": {"date_code": (0.05, -5.0)}})
+    assert alarm.log_odds(weak) == pytest.approx(0.05 * 7.0 - 5.0)
+    assert clean[0].log_odds(weak) == clean[0].log_odds(cal) == -7.0  # views without a scale are unchanged
+    assert fuse([*clean, alarm], weak).verdict is Verdict.AUTHENTIC
+
+
+def test_calibrations_from_before_view_scales_and_pooling_load_unchanged() -> None:
+    old = _calibration().model_dump(mode="json")
+    for key in ("pooling", "fusion_second_scale", "view_scales"):
+        old.pop(key)
+    cal = AuthCalibration.from_extra(old)
+    assert cal.pooling == "soft_max" and cal.view_scales == {} and cal.fusion_second_scale == 0.0
+    assert case_probability([-2.0, 1.0], cal) == pytest.approx(1 / (1 + np.exp(-np.logaddexp(-2.0, 1.0))))
+    # a generic head's own pooling and scales apply to it
+    designed = cal.model_copy(update={"designs": ["a/b"], "generic": HeadCalibration(
+        temperature=1.0, fusion_scale=2.0, fusion_bias=0.0, counterfeit=0.9, authentic=0.1, pooling="top_two",
+        fusion_second_scale=1.0, view_scales={"logo": (2.0, 0.0)})})
+    generic = designed.for_head(0)
+    assert generic.pooling == "top_two" and generic.view_scales == {"logo": (2.0, 0.0)}
+    assert designed.for_head(1).pooling == "soft_max"
+    round_trip = AuthCalibration.from_extra(generic.model_dump(mode="json"))
+    assert round_trip.view_scales == {"logo": (2.0, 0.0)}
 
 
 def test_one_convincing_view_makes_a_counterfeit_and_the_reason_names_it() -> None:

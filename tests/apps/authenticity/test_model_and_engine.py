@@ -58,6 +58,9 @@ def test_checkpoint_carries_the_calibration(trained: TrainResult) -> None:
     assert cal.thresholds.authentic <= 1 - cal.thresholds.target_precision
     assert cal.trained_on["synthetic"] is True
     assert set(cal.validation) >= {"cases", "coverage", "accuracy_covered", "photo_accuracy"}
+    # the default case calibration: top-two pooling over per-view rescaled log-odds
+    assert cal.pooling == "top_two" and cal.view_scales and set(cal.view_scales) <= set(cal.views)
+    assert all(len(scale) == 2 and np.isfinite(scale).all() for scale in cal.view_scales.values())
     assert len(trained.history) == 2
     summary = json.loads(json.dumps(trained.history[0].__dict__))
     assert summary["epoch"] == 1
@@ -110,6 +113,20 @@ def test_evaluate_writes_metrics_and_plots(trained: TrainResult, synth_data: Pat
     assert flawed and all(r["defect"] for r in flawed) and not any(r["defect"] for r in rows if r["target"] == "0")
     assert sum(row["photos"] for row in metrics["by_defect"].values()) == len(flawed)
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert metrics["accuracy_at_90_coverage"] is None or 0.0 <= metrics["accuracy_at_90_coverage"] <= 1.0
+
+
+def test_accuracy_at_coverage_decides_the_most_confident_cases_first() -> None:
+    from kiln.apps.authenticity.evaluate import CaseOutcome, accuracy_at_coverage
+
+    def case(label: str, p: float | None) -> CaseOutcome:
+        return CaseOutcome(case_id="c", label=label, verdict="inconclusive", confidence=0.5, counterfeit_probability=p,
+                           difficulty="", rejected_photos=0)
+    # ten cases, most confident first: 8 right, then a wrong one at 0.6, a right one at 0.55
+    outcomes = [case("counterfeit", 0.99 - i * 0.01) for i in range(8)] + [case("authentic", 0.6), case("counterfeit", 0.55)]
+    assert accuracy_at_coverage(outcomes, 0.8) == 1.0
+    assert accuracy_at_coverage(outcomes, 0.9) == pytest.approx(8 / 9, abs=1e-4)
+    assert accuracy_at_coverage([*outcomes[:8], case("authentic", None), case("authentic", None)], 0.9) is None
 
 
 def test_photo_breakdown_counts_catches_false_alarms_and_rejections() -> None:
@@ -163,3 +180,33 @@ def test_jpeg_dct_scaled_decode_is_close_to_the_full_decode(name: str) -> None:
     assert (fast.width, fast.height) == (1600, 1200)
     assert fast.pixels.shape == full.shape
     assert np.abs(fast.pixels.astype(int) - full.astype(int)).mean() < 6
+
+
+def test_recalibrate_command_refits_the_pooling_and_keeps_the_weights(
+    trained: TrainResult, synth_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    from kiln.cli import main
+
+    out = tmp_path / "soft.pt"
+    monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(trained.checkpoint), "--data",
+                                      str(synth_data), "-o", str(out), "--pooling", "soft_max", "--no-view-scaling",
+                                      "--threads", "1"])
+    main()
+    before = torch.load(trained.checkpoint, weights_only=True)
+    after = torch.load(out, weights_only=True)
+    cal = AuthCalibration.from_extra(after["kiln_extra"])
+    assert cal.pooling == "soft_max" and cal.view_scales == {} and cal.fusion_second_scale == 0.0
+    assert AuthCalibration.from_extra(before["kiln_extra"]).pooling == "top_two", "the source checkpoint is untouched"
+    for name, tensor in before["state_dict"].items():
+        assert torch.equal(tensor, after["state_dict"][name])
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(out), "--data", str(synth_data),
+                                      "--pooling", "median"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    printed = capsys.readouterr()
+    assert exited.value.code == 2 and "median" in printed.out + printed.err
+    assert "Traceback" not in printed.out + printed.err

@@ -91,7 +91,7 @@ def assess_case(
             embedding=embeddings[index], heatmap=heatmaps[index], view_similarity=sims.get(view, 0.0),
         )
         if photo.ok:
-            photo.probability = float(1.0 / (1.0 + np.exp(-photo.logit / cal.temperature)))
+            photo.probability = ViewScore(index, view, photo.logit, photo.heatmap).probability(cal)
         photos.append(photo)
     usable = [ViewScore(p.index, p.view, p.logit, p.heatmap) for p in photos if p.ok]
     notes: list[str] = []

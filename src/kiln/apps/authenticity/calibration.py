@@ -1,7 +1,9 @@
 """What training learns besides the weights, fitted on held-out validation cases.
 
 - a temperature for the per-view logits (calibrated per-view probabilities),
-- a case-level logistic calibration of the fused view scores (calibrated case confidence),
+- per view, a logistic rescaling of those log-odds fitted on its own photos (a view whose scores
+  carry little evidence, such as a date code the model reads poorly, then weighs little),
+- a case-level logistic calibration of the pooled view scores (calibrated case confidence),
 - abstention thresholds chosen for a target precision,
 - per-view profiles for the quality gate and the out-of-distribution check.
 
@@ -12,7 +14,7 @@ It travels inside the checkpoint (``kiln_extra``) and so inside every engine's m
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -49,6 +51,9 @@ class Thresholds(BaseModel):
     max_foreign_share: float = 0.5
 
 
+Pooling = Literal["soft_max", "top_two"]
+
+
 class HeadCalibration(BaseModel):
     """The temperature, case calibration and thresholds of one classifier column."""
 
@@ -57,6 +62,9 @@ class HeadCalibration(BaseModel):
     fusion_bias: float
     counterfeit: float
     authentic: float
+    pooling: Pooling = "soft_max"
+    fusion_second_scale: float = 0.0
+    view_scales: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
 
 class AuthCalibration(BaseModel):
@@ -69,8 +77,16 @@ class AuthCalibration(BaseModel):
     embed_dim: int
     image_size: int
     temperature: float = 1.0
+    # How the usable photos' log-odds become the case's score (fusion.case_score):
+    # soft_max: fusion_scale * logsumexp(log-odds) + fusion_bias;
+    # top_two: fusion_scale * largest + fusion_second_scale * second largest + fusion_bias.
+    pooling: Pooling = "soft_max"
     fusion_scale: float = 1.0
+    fusion_second_scale: float = 0.0
     fusion_bias: float = 0.0
+    # view -> (scale, bias) applied to a photo's temperature-scaled log-odds; a view not listed
+    # (and every view of calibrations made before this existed) keeps them as they are
+    view_scales: dict[str, tuple[float, float]] = Field(default_factory=dict)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     views: dict[str, ViewProfile] = Field(default_factory=dict)
     # "brand/model" of the design heads, in column order from column 1 (column 0 is the generic
@@ -104,6 +120,7 @@ class AuthCalibration(BaseModel):
         g = self.generic
         return self.model_copy(update={
             "temperature": g.temperature, "fusion_scale": g.fusion_scale, "fusion_bias": g.fusion_bias,
+            "pooling": g.pooling, "fusion_second_scale": g.fusion_second_scale, "view_scales": g.view_scales,
             "thresholds": self.thresholds.model_copy(update={"counterfeit": g.counterfeit, "authentic": g.authentic}),
         })
 
@@ -121,6 +138,11 @@ class AuthCalibration(BaseModel):
 
 
 # --- fitting ----------------------------------------------------------------------------------------
+def sigmoid(x: Any) -> Any:
+    """The logistic function, without overflow for large |x| (a float for a float, an array for an array)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
 def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
     # log(1 + exp(-y*z)) with y in {-1, +1}, computed stably
     signed = np.where(targets > 0.5, logits, -logits)
@@ -149,21 +171,35 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
 def fit_logistic(scores: np.ndarray, targets: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
     """Platt scaling: (a, b) maximising the likelihood of sigmoid(a * score + b), lightly regularised."""
-    x = np.asarray(scores, np.float64).ravel()
+    weights, bias = fit_logistic_features(np.asarray(scores, np.float64).reshape(-1, 1), targets, l2)
+    return weights[0], bias
+
+
+def fit_logistic_features(features: np.ndarray, targets: np.ndarray, l2: float = 1e-3) -> tuple[list[float], float]:
+    """Logistic regression of ``targets`` on the columns of ``features`` (one row per sample):
+    (weights, bias) maximising the lightly regularised likelihood; with one class only, the
+    identity on the first column (weight 1, the rest 0, bias 0)."""
+    x = np.asarray(features, np.float64)
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)
     y = np.asarray(targets, np.float64).ravel()
+    k = x.shape[1]
     if len(np.unique(y)) < 2:
-        return 1.0, 0.0
-    a, b = 1.0, 0.0
+        return [1.0] + [0.0] * (k - 1), 0.0
+    design = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(k + 1)
+    w[0] = 1.0
+    ridge = l2 * len(x) * np.eye(k + 1)
     for _ in range(100):  # Newton's method on a strictly convex objective
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
-        w = np.maximum(p * (1 - p), 1e-9)
-        grad = np.array([np.sum((p - y) * x) + l2 * len(x) * a, np.sum(p - y) + l2 * len(x) * b])
-        hess = np.array([[np.sum(w * x * x) + l2 * len(x), np.sum(w * x)], [np.sum(w * x), np.sum(w) + l2 * len(x)]])
+        p = sigmoid(design @ w)
+        curvature = np.maximum(p * (1 - p), 1e-9)
+        grad = design.T @ (p - y) + ridge @ w
+        hess = (design * curvature[:, None]).T @ design + ridge
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
+        w -= step
         if np.abs(step).max() < 1e-9:
             break
-    return float(a), float(b)
+    return [float(v) for v in w[:k]], float(w[k])
 
 
 def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, target_precision: float) -> tuple[float, float]:

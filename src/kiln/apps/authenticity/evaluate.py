@@ -66,6 +66,9 @@ class EvaluationReport:
     photo_outcomes: list[PhotoOutcome] = field(default_factory=list)
     by_view: dict[str, dict[str, Any]] = field(default_factory=dict)  # photo-level detection per view
     by_defect: dict[str, dict[str, Any]] = field(default_factory=dict)  # photo-level recall per defect kind
+    # accuracy when the 90 % most confident cases are decided, whatever the thresholds (None: fewer
+    # than 90 % of the cases had a usable photo)
+    accuracy_at_90_coverage: float | None = None
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -223,8 +226,15 @@ def _report(predictor: Predictor, dataset: Dataset, outcomes: list[CaseOutcome],
         roc_auc=None if auc is None else round(auc, 5), confusion=confusion, by_difficulty=by_difficulty,
         rejected_photo_rate=round(rejected_rate, 4),
         thresholds={"counterfeit": t.counterfeit, "authentic": t.authentic, "target_precision": t.target_precision},
-        outcomes=outcomes,
+        outcomes=outcomes, accuracy_at_90_coverage=accuracy_at_coverage(outcomes, 0.9),
     )
+
+
+def accuracy_at_coverage(outcomes: list[CaseOutcome], share: float) -> float | None:
+    """Accuracy on the most confident ``share`` of the cases (rounded up to a whole case)."""
+    coverage, accuracy = coverage_curve(outcomes)
+    reached = np.nonzero(coverage >= share - 1e-12)[0]
+    return round(float(accuracy[reached[0]]), 4) if len(reached) else None
 
 
 def coverage_curve(outcomes: list[CaseOutcome]) -> tuple[np.ndarray, np.ndarray]:

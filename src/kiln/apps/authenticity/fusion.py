@@ -1,8 +1,10 @@
 """Multi-view fusion: per-view scores of the usable photos → authentic / counterfeit / inconclusive.
 
-A counterfeit needs only one convincingly wrong detail, so the views are pooled with a soft
-maximum of their temperature-scaled log-odds (log-sum-exp); a logistic calibration fitted on
-validation cases turns the pooled score into the case's counterfeit probability. The verdict
+Each photo's logit becomes log-odds with the model's temperature and then its view's own logistic
+rescaling (both fitted on validation photos). A counterfeit needs only one convincingly wrong
+detail, so the views are pooled by the most counterfeit-looking ones: a soft maximum
+(log-sum-exp), or the largest and the second largest as two features (``top_two``); a logistic
+calibration fitted on validation cases turns them into the case's counterfeit probability. The verdict
 abstains (inconclusive) unless that probability clears a threshold chosen on validation data for
 the target precision, and an authentic verdict also needs enough usable views.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kiln.apps.authenticity.calibration import AuthCalibration
+from kiln.apps.authenticity.calibration import AuthCalibration, sigmoid
 from kiln.apps.authenticity.views import Verdict
 
 _REGIONS = (("upper left", "top", "upper right"), ("left", "centre", "right"), ("lower left", "bottom", "lower right"))
@@ -27,10 +29,12 @@ class ViewScore:
     heatmap: np.ndarray  # h×w class-activation map (log-odds contributions)
 
     def log_odds(self, cal: AuthCalibration) -> float:
-        return self.logit / cal.temperature
+        value = self.logit / cal.temperature
+        scale = cal.view_scales.get(self.view)
+        return value if scale is None else scale[0] * value + scale[1]
 
     def probability(self, cal: AuthCalibration) -> float:
-        return float(1.0 / (1.0 + np.exp(-self.log_odds(cal))))
+        return float(sigmoid(self.log_odds(cal)))
 
 
 @dataclass
@@ -48,9 +52,24 @@ def pooled_score(log_odds: list[float]) -> float:
     return float(np.logaddexp.reduce(values))
 
 
+def pooled_features(log_odds: list[float], pooling: str) -> list[float]:
+    """The case features that ``pooling`` makes of the photos' log-odds (at least one photo)."""
+    if pooling == "soft_max":
+        return [pooled_score(log_odds)]
+    if pooling == "top_two":
+        ranked = sorted(log_odds, reverse=True)
+        return [ranked[0], ranked[1] if len(ranked) > 1 else ranked[0]]
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def case_score(log_odds: list[float], cal: AuthCalibration) -> float:
+    features = pooled_features(log_odds, cal.pooling)
+    weights = [cal.fusion_scale, cal.fusion_second_scale][: len(features)]
+    return float(np.dot(weights, features)) + cal.fusion_bias
+
+
 def case_probability(log_odds: list[float], cal: AuthCalibration) -> float:
-    score = cal.fusion_scale * pooled_score(log_odds) + cal.fusion_bias
-    return float(1.0 / (1.0 + np.exp(-score)))
+    return float(sigmoid(case_score(log_odds, cal)))
 
 
 def hottest_region(heatmap: np.ndarray, sign: float = 1.0) -> str:
@@ -73,7 +92,7 @@ def fuse(scores: list[ViewScore], cal: AuthCalibration, rejected: int = 0) -> Fu
     thresholds = cal.thresholds
     log_odds = [s.log_odds(cal) for s in scores]
     p = case_probability(log_odds, cal)
-    ranked = sorted(scores, key=lambda s: s.logit, reverse=True)
+    ranked = sorted(scores, key=lambda s: s.log_odds(cal), reverse=True)
     if p >= thresholds.counterfeit:
         flagged = [s for s in ranked if s.probability(cal) >= 0.5] or ranked[:1]
         reasons = [

@@ -26,14 +26,17 @@ import numpy as np
 from kiln.apps.authenticity.calibration import (
     AuthCalibration,
     HeadCalibration,
+    Pooling,
     Thresholds,
     ViewProfile,
     choose_thresholds,
     fit_logistic,
+    fit_logistic_features,
     fit_temperature,
+    sigmoid,
 )
 from kiln.apps.authenticity.dataset import Dataset, Photo, load_dataset
-from kiln.apps.authenticity.fusion import pooled_score
+from kiln.apps.authenticity.fusion import pooled_features
 from kiln.apps.authenticity.imaging import DecodedPhoto, decode_photo
 from kiln.apps.authenticity.model import (
     DEFAULT_BACKBONE,
@@ -78,6 +81,10 @@ class TrainConfig:
     device: str = "cpu"  # torch device for the network ("cuda" trains on a GPU; data stays on the CPU)
     design_heads: bool = False  # also one classifier per (brand, model) besides the generic one
     amp: bool = True  # bf16 autocast for the network on a CUDA device (the CPU always trains in fp32)
+    # how the case calibration pools the photos' log-odds (fusion.pooled_features), and whether each
+    # view's log-odds are first rescaled by their own logistic fit on the validation photos
+    pooling: Pooling = "top_two"
+    view_scaling: bool = True
 
 
 @dataclass
@@ -489,14 +496,27 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     cases = _case_groups(val.photos)
     case_labels = np.array([val.photos[idx[0]].label for idx in cases.values()])
 
+    val_views = np.array([p.view for p in val.photos])
+
     def fit_head(logits: np.ndarray) -> HeadCalibration:
         temperature = fit_temperature(logits, val_targets)
-        pooled = np.array([pooled_score([float(logits[i]) / temperature for i in idx]) for idx in cases.values()])
-        scale, bias = fit_logistic(pooled, case_labels)
-        case_p = 1.0 / (1.0 + np.exp(-(scale * pooled + bias)))
+        log_odds = np.asarray(logits, np.float64) / temperature
+        view_scales: dict[str, tuple[float, float]] = {}
+        if config.view_scaling:
+            for view in sorted(set(val_views.tolist())):
+                mask = val_views == view
+                if 0 < val_targets[mask].sum() < mask.sum():  # a view with both clean and flawed photos
+                    view_scales[view] = fit_logistic(log_odds[mask], val_targets[mask])
+        for view, (a, b) in view_scales.items():
+            mask = val_views == view
+            log_odds[mask] = a * log_odds[mask] + b
+        features = np.array([pooled_features([float(log_odds[i]) for i in idx], config.pooling) for idx in cases.values()])
+        weights, bias = fit_logistic_features(features, case_labels)
+        case_p = sigmoid(features @ np.array(weights) + bias)
         counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision)
-        return HeadCalibration(temperature=temperature, fusion_scale=scale, fusion_bias=bias,
-                               counterfeit=counterfeit_t, authentic=authentic_t)
+        return HeadCalibration(temperature=temperature, fusion_scale=weights[0], fusion_bias=bias,
+                               counterfeit=counterfeit_t, authentic=authentic_t, pooling=config.pooling,
+                               fusion_second_scale=weights[1] if len(weights) > 1 else 0.0, view_scales=view_scales)
 
     chosen = fit_head(val_logits)
     # With design heads, the generic column (what items outside the designs get) is fitted on its own.
@@ -507,7 +527,6 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
     # 176-px photos that rejected every 176-px photo as too small would decide nothing.
     smallest = min((min(m.width, m.height) for m in train.metrics), default=config.min_side)
     min_side = min(config.min_side, smallest)
-    val_views = np.array([p.view for p in val.photos])
     train_views = np.array([p.view for p in train.photos])
     centroids: dict[str, np.ndarray] = {}
     for view in VIEWS:
@@ -541,8 +560,11 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         embed_dim=config.embed_dim,
         image_size=config.image_size,
         temperature=chosen.temperature,
+        pooling=chosen.pooling,
         fusion_scale=chosen.fusion_scale,
+        fusion_second_scale=chosen.fusion_second_scale,
         fusion_bias=chosen.fusion_bias,
+        view_scales=chosen.view_scales,
         thresholds=Thresholds(
             counterfeit=chosen.counterfeit, authentic=chosen.authentic, target_precision=config.target_precision,
             min_authentic_views=config.min_authentic_views,
