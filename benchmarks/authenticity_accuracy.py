@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from authenticity_doc import replace_section  # noqa: E402
 from authenticity_sets import DEFAULT_SEED, test_sets  # noqa: E402
 
+from kiln.apps.authenticity.calibration import POOLINGS  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks" / "authenticity.md"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "clock",
                  "retina", "camera", "moon", "coins", "brick", "grass", "gravel", "cat", "page")
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--no-amp", action="store_true", help="train in fp32 on a GPU too (default: bf16 autocast there)")
     parser.add_argument("--test-seed", type=int, default=DEFAULT_SEED,
                         help="seed of the mixed test set (the hard set uses the next one); default 1001")
-    parser.add_argument("--pooling", choices=("top_two", "soft_max"), default=None,
+    parser.add_argument("--pooling", choices=POOLINGS, default=None,
                         help="case pooling of the calibration (default: the CLI's)")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. machine under contention)")
     parser.add_argument("--no-doc", action="store_true")

@@ -44,17 +44,12 @@ def features(log_odds: list[float], kind: str) -> list[float]:
     }[kind]
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
-    x = np.hstack([x, np.ones((len(x), 1))])
-    w = np.zeros(x.shape[1])
-    for _ in range(200):  # Newton's method, lightly regularised
-        p = 1 / (1 + np.exp(-x @ w))
-        step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x + l2 * len(x) * np.eye(x.shape[1]),
-                               x.T @ (p - y) + l2 * len(x) * w)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return w
+def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """kiln's logistic fit (fit_logistic_features) as one vector: the weights, then the bias."""
+    from kiln.apps.authenticity.calibration import fit_logistic_features
+
+    weights, bias = fit_logistic_features(x, y)
+    return np.array([*weights, bias])
 
 
 def probability(w: np.ndarray, x: np.ndarray) -> np.ndarray:

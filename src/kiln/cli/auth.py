@@ -18,13 +18,14 @@ auth_app = typer.Typer(
     no_args_is_help=True,
 )
 
-POOLINGS = ("top_two", "soft_max")
 POOLING_HELP = ("how a case's photos are pooled: top_two (largest and second-largest counterfeit log-odds) "
                 "or soft_max (log-sum-exp of all)")
 VIEW_SCALING_HELP = "rescale each view's log-odds by its own logistic fit on the validation photos"
 
 
 def _pooling(value: str) -> Pooling:
+    from kiln.apps.authenticity.calibration import POOLINGS
+
     if value not in POOLINGS:
         raise KilnError(f"--pooling {value!r} is not one of {', '.join(POOLINGS)}")
     return cast("Pooling", value)

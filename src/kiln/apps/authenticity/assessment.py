@@ -80,6 +80,7 @@ def assess_case(
     cal = cal.for_head(head)
     embeddings = np.asarray(outputs["embedding"], np.float32).reshape(len(views), -1)
     photos: list[PhotoAssessment] = []
+    usable: list[ViewScore] = []
     for index, view in enumerate(views):
         profile = cal.views.get(view)
         limits = profile.quality if profile is not None else _Limits()
@@ -91,9 +92,10 @@ def assess_case(
             embedding=embeddings[index], heatmap=heatmaps[index], view_similarity=sims.get(view, 0.0),
         )
         if photo.ok:
-            photo.probability = ViewScore(index, view, photo.logit, photo.heatmap).probability(cal)
+            score = ViewScore(index, view, photo.logit, photo.heatmap)
+            photo.probability = score.probability(cal)
+            usable.append(score)
         photos.append(photo)
-    usable = [ViewScore(p.index, p.view, p.logit, p.heatmap) for p in photos if p.ok]
     notes: list[str] = []
     if fallback:
         notes.append(f"{brand or '?'} / {model or '?'} is not one of the designs this model learnt: "

@@ -14,7 +14,7 @@ It travels inside the checkpoint (``kiln_extra``) and so inside every engine's m
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -52,6 +52,7 @@ class Thresholds(BaseModel):
 
 
 Pooling = Literal["soft_max", "top_two"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 class HeadCalibration(BaseModel):

@@ -506,10 +506,8 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
             for view in sorted(set(val_views.tolist())):
                 mask = val_views == view
                 if 0 < val_targets[mask].sum() < mask.sum():  # a view with both clean and flawed photos
-                    view_scales[view] = fit_logistic(log_odds[mask], val_targets[mask])
-        for view, (a, b) in view_scales.items():
-            mask = val_views == view
-            log_odds[mask] = a * log_odds[mask] + b
+                    a, b = view_scales[view] = fit_logistic(log_odds[mask], val_targets[mask])
+                    log_odds[mask] = a * log_odds[mask] + b
         features = np.array([pooled_features([float(log_odds[i]) for i in idx], config.pooling) for idx in cases.values()])
         weights, bias = fit_logistic_features(features, case_labels)
         case_p = sigmoid(features @ np.array(weights) + bias)
