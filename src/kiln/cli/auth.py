@@ -21,6 +21,14 @@ auth_app = typer.Typer(
 POOLING_HELP = ("how a case's photos are pooled: top_two (largest and second-largest counterfeit log-odds) "
                 "or soft_max (log-sum-exp of all)")
 VIEW_SCALING_HELP = "rescale each view's log-odds by its own logistic fit on the validation photos"
+MIN_CONFIDENCE_HELP = "no verdict for a case whose own calibrated probability is below this (at most the target precision)"
+
+
+def _check_thresholds(target_precision: float, min_confidence: float) -> None:
+    if not 0.5 <= target_precision < 1.0:
+        raise KilnError(f"--target-precision {target_precision} must be in [0.5, 1)")
+    if not 0.5 < min_confidence <= target_precision:
+        raise KilnError(f"--min-confidence {min_confidence} must be above 0.5 and at most --target-precision ({target_precision})")
 
 
 def _pooling(value: str) -> Pooling:
@@ -72,6 +80,7 @@ def train_cmd(
     lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle schedule)")] = 3e-3,
     val_fraction: Annotated[float, typer.Option(help="share of cases held out for validation and calibration")] = 0.2,
     target_precision: Annotated[float, typer.Option(help="precision the abstention thresholds aim for")] = 0.99,
+    min_confidence: Annotated[float, typer.Option(help=MIN_CONFIDENCE_HELP)] = 0.97,
     min_authentic_views: Annotated[int, typer.Option(help="usable photos an authentic verdict needs")] = 3,
     pretrained: Annotated[Path | None, typer.Option(help="local timm state_dict to start from (nothing is downloaded)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
@@ -93,11 +102,11 @@ def train_cmd(
 
     if pretrained is not None and not pretrained.is_file():
         raise KilnError(f"--pretrained {pretrained} is not a file")
-    if not 0.5 <= target_precision < 1.0:
-        raise KilnError(f"--target-precision {target_precision} must be in [0.5, 1)")
+    _check_thresholds(target_precision, min_confidence)
     config = TrainConfig(
         backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, target_precision=target_precision, min_authentic_views=min_authentic_views,
+        val_fraction=val_fraction, target_precision=target_precision, min_confidence=min_confidence,
+        min_authentic_views=min_authentic_views,
         pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads, amp=amp,
         pooling=_pooling(pooling), view_scaling=view_scaling,
     )
@@ -130,6 +139,7 @@ def recalibrate_cmd(
     val_fraction: Annotated[float, typer.Option(help="share of cases held out for validation, as in training")] = 0.2,
     seed: Annotated[int, typer.Option(help="the split's seed, as in training")] = 0,
     target_precision: Annotated[float, typer.Option(help="precision the abstention thresholds aim for")] = 0.99,
+    min_confidence: Annotated[float, typer.Option(help=MIN_CONFIDENCE_HELP)] = 0.97,
     min_authentic_views: Annotated[int, typer.Option(help="usable photos an authentic verdict needs")] = 3,
     pooling: Annotated[str, typer.Option(help=POOLING_HELP)] = "top_two",
     view_scaling: Annotated[bool, typer.Option(help=VIEW_SCALING_HELP)] = True,
@@ -143,9 +153,8 @@ def recalibrate_cmd(
 
     if not checkpoint.is_file():
         raise KilnError(f"--checkpoint {checkpoint} is not a file")
-    if not 0.5 <= target_precision < 1.0:
-        raise KilnError(f"--target-precision {target_precision} must be in [0.5, 1)")
-    config = TrainConfig(val_fraction=val_fraction, seed=seed, target_precision=target_precision,
+    _check_thresholds(target_precision, min_confidence)
+    config = TrainConfig(val_fraction=val_fraction, seed=seed, target_precision=target_precision, min_confidence=min_confidence,
                          min_authentic_views=min_authentic_views, threads=threads, pooling=_pooling(pooling),
                          view_scaling=view_scaling)
     calibration = recalibrate(checkpoint, data, config, out, reporter=RichReporter())

@@ -56,6 +56,43 @@ def test_logistic_calibration_and_thresholds_meet_the_target_precision() -> None
     assert 0.2 < fake.mean() + real.mean() < 1.0, "some cases are decided, some abstained on"
 
 
+def _calibrated_cases(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated case probabilities of two overlapping classes (p is the true chance of counterfeit)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.5).astype(int)
+    scores = rng.normal(labels * 4 - 2, 1.5)
+    a, b = fit_logistic(scores, labels)
+    return 1 / (1 + np.exp(-(a * scores + b))), labels
+
+
+def _decided(p: np.ndarray, labels: np.ndarray, thresholds: tuple[float, float]) -> tuple[float, float]:
+    """(coverage, precision of the decided cases)."""
+    fake, real = p >= thresholds[0], p <= thresholds[1]
+    correct = (fake & (labels == 1)) | (real & (labels == 0))
+    return float((fake | real).mean()), float(correct[fake | real].mean())
+
+
+def test_a_lower_confidence_floor_decides_more_cases_and_keeps_the_precision_on_new_ones() -> None:
+    new_p, new_y = _calibrated_cases(20000, seed=4)
+    coverage = {}
+    for floor in (0.99, 0.97, 0.9):
+        covered, precise = [], []
+        for seed in range(10, 20):  # validation sets of 600 cases, as a training run holds out
+            val_p, val_y = _calibrated_cases(600, seed)
+            thresholds = choose_thresholds(val_p, val_y, 0.99, min_confidence=floor)
+            assert thresholds[0] >= floor and thresholds[1] <= 1 - floor
+            c, p = _decided(new_p, new_y, thresholds)
+            covered.append(c)
+            precise.append(p)
+        coverage[floor] = float(np.mean(covered))
+        if floor >= 0.97:
+            assert min(precise) >= 0.99, f"floor {floor}: the target holds on new cases"
+        else:  # only just reaching the target on validation misses it on new cases
+            assert np.mean(precise) < 0.99
+    assert coverage[0.99] < coverage[0.97] < coverage[0.9]
+    assert choose_thresholds(new_p, new_y, 0.99) == choose_thresholds(new_p, new_y, 0.99, min_confidence=0.99)
+
+
 def test_two_feature_logistic_recovers_its_weights() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(0, 2, (20000, 2))
@@ -101,8 +138,10 @@ def test_calibrations_from_before_view_scales_and_pooling_load_unchanged() -> No
     old = _calibration().model_dump(mode="json")
     for key in ("pooling", "fusion_second_scale", "view_scales"):
         old.pop(key)
+    old["thresholds"].pop("min_confidence")
     cal = AuthCalibration.from_extra(old)
     assert cal.pooling == "soft_max" and cal.view_scales == {} and cal.fusion_second_scale == 0.0
+    assert cal.thresholds.min_confidence is None
     assert case_probability([-2.0, 1.0], cal) == pytest.approx(1 / (1 + np.exp(-np.logaddexp(-2.0, 1.0))))
     # a generic head's own pooling and scales apply to it
     designed = cal.model_copy(update={"designs": ["a/b"], "generic": HeadCalibration(

@@ -54,8 +54,8 @@ def test_checkpoint_carries_the_calibration(trained: TrainResult) -> None:
         assert len(profile.centroid) == 32 and abs(np.linalg.norm(profile.centroid) - 1) < 1e-3
         assert len(profile.stats_mean) == len(profile.stats_std) == 6
     assert 0.05 <= cal.temperature <= 50
-    assert cal.thresholds.counterfeit >= cal.thresholds.target_precision
-    assert cal.thresholds.authentic <= 1 - cal.thresholds.target_precision
+    assert cal.thresholds.min_confidence == 0.97
+    assert cal.thresholds.counterfeit >= 0.97 and cal.thresholds.authentic <= 0.03
     assert cal.trained_on["synthetic"] is True
     assert set(cal.validation) >= {"cases", "coverage", "accuracy_covered", "photo_accuracy"}
     # the default case calibration: top-two pooling over per-view rescaled log-odds
@@ -209,4 +209,11 @@ def test_recalibrate_command_refits_the_pooling_and_keeps_the_weights(
         main()
     printed = capsys.readouterr()
     assert exited.value.code == 2 and "median" in printed.out + printed.err
+    assert "Traceback" not in printed.out + printed.err
+    monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(out), "--data", str(synth_data),
+                                      "--min-confidence", "0.995"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    printed = capsys.readouterr()
+    assert exited.value.code == 2 and "--min-confidence 0.995" in printed.out + printed.err
     assert "Traceback" not in printed.out + printed.err

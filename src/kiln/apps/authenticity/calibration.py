@@ -49,6 +49,9 @@ class Thresholds(BaseModel):
     max_stats_z: float = 6.0  # image statistics further than this many SDs → out of distribution
     # a case where at least this share of the photos do not look like the claimed views gets no verdict
     max_foreign_share: float = 0.5
+    # the floor counterfeit/authentic were chosen with (choose_thresholds); None in calibrations made
+    # before it was a setting, which used the target precision
+    min_confidence: float | None = None
 
 
 Pooling = Literal["soft_max", "top_two"]
@@ -203,22 +206,25 @@ def fit_logistic_features(features: np.ndarray, targets: np.ndarray, l2: float =
     return [float(v) for v in w[:k]], float(w[k])
 
 
-def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, target_precision: float) -> tuple[float, float]:
+def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, target_precision: float, *,
+                      min_confidence: float | None = None) -> tuple[float, float]:
     """(counterfeit threshold, authentic threshold) for ``target_precision`` on validation cases.
 
-    A threshold is never looser than the target itself (a calibrated probability of 0.99 means
-    about 1 error in 100), and is tightened further until the validation cases covered by it reach
-    the target precision.
+    Each side on its own: the loosest threshold whose covered validation cases reach the target
+    precision, and never looser than ``min_confidence`` (default: the target itself), so that no case
+    gets a verdict that its own calibrated probability puts below that. The floor is what keeps the
+    precision on new cases: a threshold that only just reaches the target on the validation cases
+    reaches it on new ones about half the time (tests/apps/authenticity/test_decisions.py).
     """
     p = np.asarray(probabilities, np.float64).ravel()
     y = np.asarray(labels, np.int64).ravel()
-    counterfeit = _tightest(p, y, target_precision)
-    authentic = _tightest(1.0 - p, 1 - y, target_precision)
+    floor = float(target_precision if min_confidence is None else min_confidence)
+    counterfeit = _tightest(p, y, target_precision, floor)
+    authentic = _tightest(1.0 - p, 1 - y, target_precision, floor)
     return counterfeit, 1.0 - authentic
 
 
-def _tightest(scores: np.ndarray, positives: np.ndarray, target: float) -> float:
-    floor = float(target)
+def _tightest(scores: np.ndarray, positives: np.ndarray, target: float, floor: float) -> float:
     candidates = np.unique(scores[scores >= floor])
     for threshold in candidates:  # ascending: the loosest threshold that meets the target
         covered = scores >= threshold

@@ -76,6 +76,8 @@ class TrainConfig:
     pretrained: Path | None = None
     embed_dim: int = DEFAULT_EMBED_DIM
     target_precision: float = 0.99
+    # no verdict for a case whose own calibrated probability is below this (calibration.choose_thresholds)
+    min_confidence: float = 0.97
     min_authentic_views: int = 3
     min_side: int = 224
     device: str = "cpu"  # torch device for the network ("cuda" trains on a GPU; data stays on the CPU)
@@ -511,7 +513,8 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         features = np.array([pooled_features([float(log_odds[i]) for i in idx], config.pooling) for idx in cases.values()])
         weights, bias = fit_logistic_features(features, case_labels)
         case_p = sigmoid(features @ np.array(weights) + bias)
-        counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision)
+        counterfeit_t, authentic_t = choose_thresholds(case_p, case_labels, config.target_precision,
+                                                       min_confidence=config.min_confidence)
         return HeadCalibration(temperature=temperature, fusion_scale=weights[0], fusion_bias=bias,
                                counterfeit=counterfeit_t, authentic=authentic_t, pooling=config.pooling,
                                fusion_second_scale=weights[1] if len(weights) > 1 else 0.0, view_scales=view_scales)
@@ -565,7 +568,7 @@ def calibrate(model: torch.nn.Module, train: _Arrays, val: _Arrays, config: Trai
         view_scales=chosen.view_scales,
         thresholds=Thresholds(
             counterfeit=chosen.counterfeit, authentic=chosen.authentic, target_precision=config.target_precision,
-            min_authentic_views=config.min_authentic_views,
+            min_confidence=config.min_confidence, min_authentic_views=config.min_authentic_views,
         ),
         views=views,
         designs=designs,
