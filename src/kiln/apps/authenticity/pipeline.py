@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from kiln.engine.manifest import EngineManifest
     from kiln.serve.context import InferenceClient, Priority
     from kiln.serve.store import CaseRecord, Store
+    from kiln.serve.store.photo_files import StagedPhoto
 
 log = logging.getLogger(__name__)
 
@@ -261,20 +262,35 @@ class AuthenticityService:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
-        analysis = await self.analyse(uploads, views, priority, brand=brand, model=model)
-        case_id = case_id or uuid.uuid4().hex
-        with stage("references"):
-            matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
-                                             usable=[p.ok for p in analysis.assessment.photos])
-        with stage("respond"):
-            response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
-            record = self._record(response, uploads, analysis)
-        record.tenant = tenant  # the API key's tenant (access control); None on an open server
-        with stage("store"):
-            stored = await asyncio.to_thread(self.store.save_case, record)
+        # The photos are written to the store (where it keeps them as files) while the engine looks
+        # at them; the save then only renames them and inserts the rows.
+        staging = self._stage_photos(uploads)
+        try:
+            analysis = await self.analyse(uploads, views, priority, brand=brand, model=model)
+            case_id = case_id or uuid.uuid4().hex
+            with stage("references"):
+                matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
+                                                 usable=[p.ok for p in analysis.assessment.photos])
+            with stage("respond"):
+                response = self._response(case_id, datetime.now(UTC), brand, model, uploads, analysis, matches)
+                record = self._record(response, uploads, analysis)
+            record.tenant = tenant  # the API key's tenant (access control); None on an open server
+            with stage("store"):
+                staged = await asyncio.shield(staging) if staging is not None else None
+                staging = None  # save_case places or removes them from here on
+                stored = await asyncio.to_thread(self.store.save_case, record, staged)
+        finally:
+            if staging is not None:  # the case failed before its save: its staged photos go
+                _discard_when_written(staging, self.store)
         if not stored:  # the same job delivered twice: the first result stands
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
         return response
+
+    def _stage_photos(self, uploads: list[Upload]) -> asyncio.Task[list[StagedPhoto] | None] | None:
+        if not self.store.photo_files:
+            return None
+        return asyncio.create_task(asyncio.to_thread(self.store.stage_photos, [u.data for u in uploads]),
+                                   name="authenticity photo staging")
 
     def _response(self, case_id: str, created: datetime, brand: str, model: str, uploads: list[Upload],
                   analysis: CaseAnalysis, matches: list[ReferenceMatch]) -> CaseResponse:
@@ -368,6 +384,19 @@ class AuthenticityService:
         await asyncio.to_thread(self.store.add_references, records)
         self.references.add(records)
         return [reference_info(r) for r in records]
+
+
+def _discard_when_written(staging: asyncio.Task[list[StagedPhoto] | None], store: Store) -> None:
+    """Removes a failed case's staged photos once their writing thread is done (a cancelled request
+    included: the thread runs on, and its files go when it ends)."""
+    def discard(task: asyncio.Task[list[StagedPhoto] | None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return  # stage_photos removed what it had written
+        staged = task.result()
+        if staged:
+            store.discard_photos(staged)
+
+    staging.add_done_callback(discard)
 
 
 DECODE_DEVICES = ("auto", "cpu", "cuda")

@@ -7,7 +7,7 @@ Every method opens its own short session, so the store is safe to call from work
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.store.checkpoint import WalCheckpointer
 from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
-from kiln.serve.store.photo_files import PhotoFiles
+from kiln.serve.store.photo_files import PhotoFiles, StagedPhoto
 
 log = logging.getLogger(__name__)
 
@@ -200,17 +200,40 @@ class Store:
             session.close()
 
     # --- cases ---------------------------------------------------------------------------------
-    def save_case(self, case: CaseRecord) -> bool:
+    def stage_photos(self, photos: Sequence[bytes]) -> list[StagedPhoto] | None:
+        """Writes a case's photos ahead of its ``save_case`` (synced, under temporary names), so that
+        the save only renames them; None where the photos go inside the rows (no photo files).
+        A case that is not saved after all hands them to ``discard_photos``."""
+        if not (self.photo_files and self.photos is not None):
+            return None
+        staged: list[StagedPhoto] = []
+        try:
+            for data in photos:
+                staged.append(self.photos.stage(data))
+        except BaseException:
+            self.discard_photos(staged)
+            raise
+        return staged
+
+    def discard_photos(self, staged: Sequence[StagedPhoto]) -> None:
+        for photo in staged:
+            PhotoFiles.discard(photo)
+
+    def save_case(self, case: CaseRecord, staged: Sequence[StagedPhoto] | None = None) -> bool:
         """Inserts a case with its images; returns False when a case with that id already exists.
 
-        With photo files the bytes are written first, outside the transaction; the records keep
-        their ``data`` for the caller."""
+        With photo files the bytes are written first, outside the transaction (or were, by
+        ``stage_photos``: ``staged`` holds one entry per image, in order, and is placed or removed
+        here, whatever happens); the records keep their ``data`` for the caller."""
         held: list[tuple[CaseImageRecord, bytes]] = []
+        if staged is not None and len(staged) != len(case.images):
+            self.discard_photos(staged)
+            raise ValueError(f"{len(staged)} staged photos for {len(case.images)} images")
         try:
             if self.photo_files and self.photos is not None:
-                for image in case.images:
+                for index, image in enumerate(case.images):
                     if image.data and not image.photo_file:
-                        name = self.photos.put(image.data)
+                        name = self.photos.place(staged[index]) if staged is not None else self.photos.put(image.data)
                         held.append((image, image.data))
                         image.photo_file, image.data = name, b""
             case_row = _row(case)
@@ -227,6 +250,8 @@ class Store:
         finally:
             for image, data in held:  # the caller's records as they came, whatever happened
                 image.photo_file, image.data = None, data
+            if staged is not None:
+                self.discard_photos(staged)  # those not placed (an error on the way)
         return True
 
     def get_case(self, case_id: str) -> CaseRecord:

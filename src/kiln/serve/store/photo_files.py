@@ -17,6 +17,9 @@ here, outside any transaction and in parallel, the photos leave the database a s
   its checkpoints (``synchronous=NORMAL`` in WAL mode: a power cut may lose the last saves whole).
   Reading checks the bytes against their name: a damaged or missing file is an error, never a
   photo silently different from the one uploaded.
+- A case's photos can be written ahead, while the engine looks at them (``stage``: synced under a
+  temporary name), and put in place by the save (``place``: a rename); a case that fails before its
+  save removes its staged files (``discard``), so failed requests leave nothing behind.
 - The folder is ``DATABASE.photos`` next to the database file; back the two up together. Cases
   are never deleted through the API, so files are never removed.
 """
@@ -27,11 +30,21 @@ import hashlib
 import os
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import KilnError
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StagedPhoto:
+    """A photo written and synced under a temporary name (``partial``; None: the same bytes were
+    already stored), not yet under its ``name``."""
+
+    name: str
+    partial: Path | None
 
 
 class PhotoFiles:
@@ -49,11 +62,16 @@ class PhotoFiles:
 
     def put(self, data: bytes) -> str:
         """Stores ``data`` (once per distinct content) and returns its name."""
+        return self.place(self.stage(data))
+
+    def stage(self, data: bytes) -> StagedPhoto:
+        """Writes and syncs ``data`` under a temporary name of its own; ``place`` puts it where its
+        name says, ``discard`` removes it. Nothing under a photo's name changes until ``place``."""
         name = hashlib.sha256(data).hexdigest()
         target = self.path(name)
         try:
             if target.stat().st_size == len(data):
-                return name  # the same bytes are already there
+                return StagedPhoto(name, None)  # the same bytes are already there
         except FileNotFoundError:
             pass
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -63,11 +81,26 @@ class PhotoFiles:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        return name
+        return StagedPhoto(name, partial)
+
+    def place(self, staged: StagedPhoto) -> str:
+        """Renames a staged photo into place (a rename: the bytes were synced by ``stage``)."""
+        if staged.partial is not None:
+            try:
+                os.replace(staged.partial, self.path(staged.name))
+            except BaseException:
+                staged.partial.unlink(missing_ok=True)
+                raise
+        return staged.name
+
+    @staticmethod
+    def discard(staged: StagedPhoto) -> None:
+        """Removes a staged photo that was not placed (a no-op once it was)."""
+        if staged.partial is not None:
+            staged.partial.unlink(missing_ok=True)
 
     def get(self, name: str) -> bytes:
         try:

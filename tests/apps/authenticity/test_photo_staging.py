@@ -1,0 +1,110 @@
+"""With photo files, a case's photos are written while the engine runs: a stored case names complete
+files, and a case that fails after its photos were staged leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiln.errors import KilnError
+from kiln.serve.store import open_store
+from tests.apps.authenticity.test_api import _case_files, _form
+
+
+@pytest.fixture
+async def photo_api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[Any]:
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from kiln.apps.authenticity.routes import AuthenticityPlugin
+    from kiln.config import Settings
+    from kiln.serve.context import AppContext, DirectInference
+
+    app = FastAPI()
+
+    @app.exception_handler(KilnError)
+    async def kiln_error(request: Request, exc: KilnError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    url = f"sqlite:///{tmp_path / 'kiln.db'}"
+    ctx = AppContext(settings=Settings(home=tmp_path, db=url), inference=DirectInference.from_dirs({"authenticity": engine_dir}))
+    ctx.state["store"] = store = open_store(url, photo_files=True)
+    plugin = AuthenticityPlugin()
+    app.include_router(plugin.router(ctx))
+    await plugin.startup(ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        client.plugin = plugin  # type: ignore[attr-defined]
+        client.folder = tmp_path / "kiln.db.photos"  # type: ignore[attr-defined]
+        yield client
+    await plugin.shutdown(ctx)
+    store.close()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_data: Path) -> None:
+    files, views, brand, model = _case_files(synth_data)
+    response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
+    assert response.status_code == 200, response.text
+    on_disk = _files(photo_api.folder)
+    assert sorted(p.name for p in on_disk) == sorted({hashlib.sha256(data).hexdigest() for _, data in files})
+    assert not [p for p in on_disk if p.suffix == ".part"]
+    case = response.json()
+    for image, (_, data) in zip(case["images"], files, strict=True):
+        assert (await photo_api.get(image["image_url"])).content == data
+
+
+async def test_a_case_that_fails_after_staging_leaves_no_files(photo_api: Any, synth_data: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    service = photo_api.plugin.service
+
+    async def engine_down(*args: Any, **kwargs: Any) -> Any:
+        raise KilnError("the engine is down", status=503)
+
+    monkeypatch.setattr(service.inference, "infer", engine_down)
+    files, views, brand, model = _case_files(synth_data, nth=1)
+    response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
+    assert response.status_code == 503 and "engine is down" in response.json()["error"]
+    for _ in range(100):  # the staged files go once their writing thread has finished
+        if not _files(photo_api.folder):
+            break
+        await asyncio.sleep(0.02)
+    assert _files(photo_api.folder) == []
+
+
+def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> None:
+    from tests.serve.store.test_photo_files import _case
+
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    folder = tmp_path / "kiln.db.photos"
+    photos = [b"\xff\xd8one", b"\xff\xd8two"]
+    staged = store.stage_photos(photos)
+    assert staged is not None and len(staged) == 2
+    assert {p.suffix for p in _files(folder)} == {".part"}, "nothing under a photo's name before the save"
+    assert store.save_case(_case("c1", photos), staged)
+    assert sorted(p.name for p in _files(folder)) == sorted(hashlib.sha256(d).hexdigest() for d in photos)
+    assert [i.data for i in store.case_images_with_data("c1")] == photos
+    # staged again: the same bytes are already in place, nothing new is written
+    again = store.stage_photos(photos)
+    assert again is not None and all(s.partial is None for s in again)
+    # a case that is not saved: its staged photos are removed
+    other = store.stage_photos([b"\xff\xd8three"])
+    assert other is not None
+    store.discard_photos(other)
+    assert not [p for p in _files(folder) if p.suffix == ".part"]
+    # staged photos that do not match the images are refused and removed
+    mismatched = store.stage_photos([b"\xff\xd8four"])
+    assert mismatched is not None
+    with pytest.raises(ValueError, match="1 staged photos for 2 images"):
+        store.save_case(_case("c2", [b"a", b"b"]), mismatched)
+    assert not [p for p in _files(folder) if p.suffix == ".part"]
+    store.close()
+    assert open_store("sqlite://", photo_files=True).stage_photos([b"x"]) is None, "in memory: photos stay in the rows"
