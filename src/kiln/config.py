@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
     photo_files: bool = Field(default=False, description="SQLite stores: keep case photos as files beside the database "
                               "(DATABASE.photos/, named by SHA-256) instead of inside it")
+    stage_photos: bool = Field(default=False, description="with photo files: write a case's photos while the engine "
+                               "runs, not after it (lower median latency, longer tail under load on an H100; "
+                               "docs/benchmarks/gpu.md)")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
                                "when the app's engine runs on one), cpu, cuda")
 

@@ -1,4 +1,4 @@
-"""With photo files, a case's photos are written while the engine runs: a stored case names complete
+"""With photo files and KILN_STAGE_PHOTOS, a case's photos are written while the engine runs: a stored case names complete
 files, and a case that fails after its photos were staged leaves nothing behind."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ async def photo_api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[Any]:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     url = f"sqlite:///{tmp_path / 'kiln.db'}"
-    ctx = AppContext(settings=Settings(home=tmp_path, db=url), inference=DirectInference.from_dirs({"authenticity": engine_dir}))
+    ctx = AppContext(settings=Settings(home=tmp_path, db=url, stage_photos=True),
+                     inference=DirectInference.from_dirs({"authenticity": engine_dir}))
     ctx.state["store"] = store = open_store(url, photo_files=True)
     plugin = AuthenticityPlugin()
     app.include_router(plugin.router(ctx))

@@ -128,7 +128,8 @@ class AuthenticityService:
     """Authentication cases and references on top of an inference client and a store."""
 
     def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
-                 limits: UploadLimits | None = None, decode_device: str = "auto", reference_refresh_s: float = 2.0) -> None:
+                 limits: UploadLimits | None = None, decode_device: str = "auto", reference_refresh_s: float = 2.0,
+                 stage_photos: bool = False) -> None:
         if decode_device not in DECODE_DEVICES:
             raise KilnError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
         self.inference = inference
@@ -136,6 +137,9 @@ class AuthenticityService:
         self.model_name = model_name
         self.limits = limits or UploadLimits()
         self.decode_device = decode_device
+        # with photo files, write a case's photos while the engine runs (Store.stage_photos) instead of
+        # in its save: on an H100 that lowered the median and lengthened the tail under load (KILN_STAGE_PHOTOS)
+        self.stage_photos = stage_photos
         # torch device that decodes photos (nvJPEG on "cuda"); None: Pillow on the CPU. Set at start.
         self.decode_on: str | None = None
         self._manifest: EngineManifest | None = None
@@ -262,8 +266,8 @@ class AuthenticityService:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
-        # The photos are written to the store (where it keeps them as files) while the engine looks
-        # at them; the save then only renames them and inserts the rows.
+        # With stage_photos the photos are written to the store (where it keeps them as files) while
+        # the engine looks at them; the save then only renames them and inserts the rows.
         staging = self._stage_photos(uploads)
         try:
             analysis = await self.analyse(uploads, views, priority, brand=brand, model=model)
@@ -287,7 +291,7 @@ class AuthenticityService:
         return response
 
     def _stage_photos(self, uploads: list[Upload]) -> asyncio.Task[list[StagedPhoto] | None] | None:
-        if not self.store.photo_files:
+        if not (self.stage_photos and self.store.photo_files):
             return None
         return asyncio.create_task(asyncio.to_thread(self.store.stage_photos, [u.data for u in uploads]),
                                    name="authenticity photo staging")

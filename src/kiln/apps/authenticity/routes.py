@@ -381,7 +381,7 @@ class AuthenticityPlugin:
                 ctx.state["store"] = store
             self._store = store
             self.service = AuthenticityService(ctx.inference, store, model_name=self.model_name, limits=self.limits,
-                                               decode_device=ctx.settings.decode_device)
+                                               decode_device=ctx.settings.decode_device, stage_photos=ctx.settings.stage_photos)
             make_transport = ctx.state.get("case_transport")  # set by the scale-out gateway (kiln serve --broker)
             if callable(make_transport):
                 self.jobs = make_transport(self.service, store)
