@@ -43,3 +43,15 @@ def test_user_errors_exit_2_without_traceback(monkeypatch: pytest.MonkeyPatch, c
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
     assert "70000" in out.out + out.err
+
+
+@pytest.mark.parametrize("argv", [["auth", "train", "--data", "/tmp", "--seed", "abc"],
+                                  ["auth", "train", "--data", "/tmp", "--min-confidence", "high"]])
+def test_a_value_of_the_wrong_type_is_a_usage_error(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["kiln", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "Invalid value for" in out.out + out.err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 
@@ -61,9 +62,22 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, _click_exceptions()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _click_exceptions() -> tuple[type[Any], ...]:
+    """Click's usage-error classes: click's own, and those of the click that newer typer releases bundle
+    (a bad option value, such as --seed abc, raises the latter)."""
+    import click
+
+    classes: list[type[Any]] = [click.exceptions.ClickException]
+    try:
+        from typer._click import exceptions as bundled  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        classes.append(bundled.ClickException)
+    return tuple(classes)

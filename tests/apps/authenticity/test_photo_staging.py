@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,27 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_data: Path) -> None:
+def _spy_on_staging(store: Any, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once ``store.stage_photos`` has returned (its files written)."""
+    written = threading.Event()
+    real = store.stage_photos
+
+    def stage_photos(photos: list[bytes]) -> Any:
+        try:
+            return real(photos)
+        finally:
+            written.set()
+
+    monkeypatch.setattr(store, "stage_photos", stage_photos)
+    return written
+
+
+async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_data: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    written = _spy_on_staging(photo_api.plugin.service.store, monkeypatch)
     files, views, brand, model = _case_files(synth_data)
     response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
+    assert written.is_set(), "the photos were staged, not written by the save"
     assert response.status_code == 200, response.text
     on_disk = _files(photo_api.folder)
     assert sorted(p.name for p in on_disk) == sorted({hashlib.sha256(data).hexdigest() for _, data in files})
@@ -66,6 +85,7 @@ async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_da
 async def test_a_case_that_fails_after_staging_leaves_no_files(photo_api: Any, synth_data: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     service = photo_api.plugin.service
+    written = _spy_on_staging(service.store, monkeypatch)
 
     async def engine_down(*args: Any, **kwargs: Any) -> Any:
         raise KilnError("the engine is down", status=503)
@@ -74,7 +94,8 @@ async def test_a_case_that_fails_after_staging_leaves_no_files(photo_api: Any, s
     files, views, brand, model = _case_files(synth_data, nth=1)
     response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
     assert response.status_code == 503 and "engine is down" in response.json()["error"]
-    for _ in range(100):  # the staged files go once their writing thread has finished
+    assert await asyncio.to_thread(written.wait, 10), "the photos were staged"
+    for _ in range(100):  # written: the discard runs right after, in the same thread
         if not _files(photo_api.folder):
             break
         await asyncio.sleep(0.02)
@@ -102,10 +123,12 @@ def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> No
     store.discard_photos(other)
     assert not [p for p in _files(folder) if p.suffix == ".part"]
     # staged photos that do not match the images are refused and removed
-    mismatched = store.stage_photos([b"\xff\xd8four"])
+    mismatched = store.stage_photos([b"\xff\xd8four", b"\xff\xd8five"])
     assert mismatched is not None
-    with pytest.raises(ValueError, match="1 staged photos for 2 images"):
-        store.save_case(_case("c2", [b"a", b"b"]), mismatched)
+    with pytest.raises(ValueError, match="not the case's 2 images"):
+        store.save_case(_case("c2", [b"\xff\xd8five", b"\xff\xd8four"]), mismatched)  # another order
+    with pytest.raises(ValueError, match="not the case's 1 images"):
+        store.save_case(_case("c3", [b"\xff\xd8four"]), store.stage_photos([b"\xff\xd8four", b"\xff\xd8five"]))
     assert not [p for p in _files(folder) if p.suffix == ".part"]
     store.close()
     assert open_store("sqlite://", photo_files=True).stage_photos([b"x"]) is None, "in memory: photos stay in the rows"

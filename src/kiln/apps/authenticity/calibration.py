@@ -53,6 +53,11 @@ class Thresholds(BaseModel):
     # before it was a setting, which used the target precision
     min_confidence: float | None = None
 
+    @property
+    def floor(self) -> float:
+        """The confidence floor the thresholds were chosen with."""
+        return self.target_precision if self.min_confidence is None else self.min_confidence
+
 
 Pooling = Literal["soft_max", "top_two"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)

@@ -225,7 +225,8 @@ def _report(predictor: Predictor, dataset: Dataset, outcomes: list[CaseOutcome],
         accuracy_covered=round(covered, 4), accuracy_no_abstention=round(forced, 4),
         roc_auc=None if auc is None else round(auc, 5), confusion=confusion, by_difficulty=by_difficulty,
         rejected_photo_rate=round(rejected_rate, 4),
-        thresholds={"counterfeit": t.counterfeit, "authentic": t.authentic, "target_precision": t.target_precision},
+        thresholds={"counterfeit": t.counterfeit, "authentic": t.authentic, "target_precision": t.target_precision,
+                    "min_confidence": t.floor},
         outcomes=outcomes, accuracy_at_90_coverage=accuracy_at_coverage(outcomes, 0.9),
     )
 

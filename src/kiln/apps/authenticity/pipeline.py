@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -140,6 +141,7 @@ class AuthenticityService:
         # with photo files, write a case's photos while the engine runs (Store.stage_photos) instead of
         # in its save: on an H100 that lowered the median and lengthened the tail under load (KILN_STAGE_PHOTOS)
         self.stage_photos = stage_photos
+        self._staging_pool: ThreadPoolExecutor | None = None  # made on the first staged case
         # torch device that decodes photos (nvJPEG on "cuda"); None: Pillow on the CPU. Set at start.
         self.decode_on: str | None = None
         self._manifest: EngineManifest | None = None
@@ -175,6 +177,9 @@ class AuthenticityService:
         if self._refresher is not None:
             await cancel_and_wait(self._refresher)
             self._refresher = None
+        if self._staging_pool is not None:  # writes in flight finish (and failed cases' files go) first
+            pool, self._staging_pool = self._staging_pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True)
 
     @property
     def manifest(self) -> EngineManifest:
@@ -280,7 +285,7 @@ class AuthenticityService:
                 record = self._record(response, uploads, analysis)
             record.tenant = tenant  # the API key's tenant (access control); None on an open server
             with stage("store"):
-                staged = await asyncio.shield(staging) if staging is not None else None
+                staged = await asyncio.wrap_future(staging) if staging is not None else None
                 staging = None  # save_case places or removes them from here on
                 stored = await asyncio.to_thread(self.store.save_case, record, staged)
         finally:
@@ -290,11 +295,12 @@ class AuthenticityService:
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
         return response
 
-    def _stage_photos(self, uploads: list[Upload]) -> asyncio.Task[list[StagedPhoto] | None] | None:
+    def _stage_photos(self, uploads: list[Upload]) -> Future[list[StagedPhoto] | None] | None:
         if not (self.stage_photos and self.store.photo_files):
             return None
-        return asyncio.create_task(asyncio.to_thread(self.store.stage_photos, [u.data for u in uploads]),
-                                   name="authenticity photo staging")
+        if self._staging_pool is None:
+            self._staging_pool = ThreadPoolExecutor(4, thread_name_prefix="kiln-photo-staging")
+        return self._staging_pool.submit(self.store.stage_photos, [u.data for u in uploads])
 
     def _response(self, case_id: str, created: datetime, brand: str, model: str, uploads: list[Upload],
                   analysis: CaseAnalysis, matches: list[ReferenceMatch]) -> CaseResponse:
@@ -390,13 +396,13 @@ class AuthenticityService:
         return [reference_info(r) for r in records]
 
 
-def _discard_when_written(staging: asyncio.Task[list[StagedPhoto] | None], store: Store) -> None:
+def _discard_when_written(staging: Future[list[StagedPhoto] | None], store: Store) -> None:
     """Removes a failed case's staged photos once their writing thread is done (a cancelled request
-    included: the thread runs on, and its files go when it ends)."""
-    def discard(task: asyncio.Task[list[StagedPhoto] | None]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            return  # stage_photos removed what it had written
-        staged = task.result()
+    included: a write that has started is not cancelled, and its files go when it ends)."""
+    def discard(done: Future[list[StagedPhoto] | None]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # it never ran, or stage_photos removed what it had written
+        staged = done.result()
         if staged:
             store.discard_photos(staged)
 

@@ -347,7 +347,8 @@ def build_router(service: AuthenticityService, cases: CaseTransport, store: Stor
             accepted_formats=["image/jpeg", "image/png", "image/webp"],
             min_authentic_views=cal.thresholds.min_authentic_views,
             thresholds={"counterfeit": cal.thresholds.counterfeit, "authentic": cal.thresholds.authentic,
-                        "target_precision": cal.thresholds.target_precision},
+                        "target_precision": cal.thresholds.target_precision,
+                        "min_confidence": cal.thresholds.floor},
             engine=service.engine_info(), references=service.references.size,
         )
 

@@ -226,9 +226,10 @@ class Store:
         ``stage_photos``: ``staged`` holds one entry per image, in order, and is placed or removed
         here, whatever happens); the records keep their ``data`` for the caller."""
         held: list[tuple[CaseImageRecord, bytes]] = []
-        if staged is not None and len(staged) != len(case.images):
-            self.discard_photos(staged)
-            raise ValueError(f"{len(staged)} staged photos for {len(case.images)} images")
+        if staged is not None and [s.name for s in staged] != [image.sha256 for image in case.images]:
+            self.discard_photos(staged)  # a row must never name another photo's file
+            raise ValueError(f"the {len(staged)} staged photos are not the case's {len(case.images)} images "
+                             "(their SHA-256 must match, in order)")
         try:
             if self.photo_files and self.photos is not None:
                 for index, image in enumerate(case.images):
