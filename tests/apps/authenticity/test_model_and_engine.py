@@ -203,17 +203,11 @@ def test_recalibrate_command_refits_the_pooling_and_keeps_the_weights(
     for name, tensor in before["state_dict"].items():
         assert torch.equal(tensor, after["state_dict"][name])
     capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(out), "--data", str(synth_data),
-                                      "--pooling", "median"])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    printed = capsys.readouterr()
-    assert exited.value.code == 2 and "median" in printed.out + printed.err
-    assert "Traceback" not in printed.out + printed.err
-    monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(out), "--data", str(synth_data),
-                                      "--min-confidence", "0.995"])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    printed = capsys.readouterr()
-    assert exited.value.code == 2 and "--min-confidence 0.995" in printed.out + printed.err
-    assert "Traceback" not in printed.out + printed.err
+    for option, value, named in (("--pooling", "median", "median"), ("--min-confidence", "0.995", "--min-confidence 0.995")):
+        monkeypatch.setattr(sys, "argv", ["kiln", "auth", "recalibrate", "--checkpoint", str(out), "--data", str(synth_data),
+                                          option, value])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        printed = capsys.readouterr()
+        assert exited.value.code == 2 and named in printed.out + printed.err
+        assert "Traceback" not in printed.out + printed.err
