@@ -55,7 +55,10 @@ def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def probability(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.hstack([x, np.ones((len(x), 1))]) @ w))
+    """kiln's overflow-free sigmoid of the fitted score (weights ``w[:-1]``, bias ``w[-1]``)."""
+    from kiln.apps.authenticity.calibration import sigmoid
+
+    return np.asarray(sigmoid(np.asarray(x, np.float64) @ w[:-1] + w[-1]))
 
 
 def case_rows(predictor: Any, dataset: Any, threads: int = 2) -> list[dict[str, Any]]:
