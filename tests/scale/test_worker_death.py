@@ -66,19 +66,26 @@ async def test_killed_worker_loses_no_job_and_stores_none_twice(repo: Path, data
                     raise AssertionError(f"worker {i} exited early: {(tmp_path / f'worker{i}.log').read_text()[-2000:]}")
             return (await queue_counts(queue_prefix))[1] == n
 
-        # The victim consumes first, then the survivor starts; the victim dies early in the run, holding
-        # unacknowledged jobs (prefetch 8) while most of the backlog is still queued.
+        def running_count() -> int:
+            with store.session() as session:
+                return int(session.scalar(select(func.count()).select_from(JobRecord).where(JobRecord.status == "running")) or 0)
+
+        # The victim consumes alone and dies early in the run while it is running a job (its attempt
+        # counted, so the redelivery shows as a second attempt), holding more unacknowledged jobs
+        # (prefetch 8) while most of the backlog is still queued; then the survivor starts. Killed at
+        # any moment instead, it could die between a job's commit and its ack, and the survivor's
+        # redelivery of a finished job counts no attempt.
         workers.append(_start_worker(repo, db_url, queue_prefix, tmp_path / "worker0.log"))
         await wait_for(lambda: consumers(1), 120, "the first worker consuming")
-        workers.append(_start_worker(repo, db_url, queue_prefix, tmp_path / "worker1.log"))
 
-        async def some_done() -> bool:
-            return await asyncio.to_thread(done_count) >= 20
+        async def some_done_one_running() -> bool:
+            return await asyncio.to_thread(done_count) >= 20 and await asyncio.to_thread(running_count) > 0
 
-        await wait_for(some_done, 120, "the first cases done", interval_s=0.05)
-        assert await asyncio.to_thread(done_count) < CASES, "the kill must happen mid-run"
+        await wait_for(some_done_one_running, 120, "the first cases done and one running", interval_s=0.02)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=10)
+        assert await asyncio.to_thread(done_count) < CASES, "the kill must happen mid-run"
+        workers.append(_start_worker(repo, db_url, queue_prefix, tmp_path / "worker1.log"))
 
         async def all_done() -> bool:
             return await asyncio.to_thread(done_count) >= CASES
