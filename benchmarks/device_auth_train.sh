@@ -8,7 +8,7 @@
 # TEST_SEED (seed of the mixed test set, the hard one uses the next; 1001), EPOCHS (skip the probe),
 # EXTRA (more authenticity_accuracy.py args).
 # Then compares case calibrators on the trained model (authenticity_case_calibrators.py, CALIBRATORS_S past the budget).
-# Writes (at most 8 files, the device tool's limit) train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth.pt and eval.tar.gz under $OUT.
+# Writes (at most 8 files, the device tool's limit) train.log, calibrators.log, case_calibrators.json, probe.json, train.json, results.json, auth-fp16.pt and eval.tar.gz under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")"
 start=$(date +%s)
@@ -52,7 +52,14 @@ echo "training $cases cases for $epochs epochs (${elapsed} s used of $budget)"
 timeout $(( budget - elapsed )) python3 authenticity_accuracy.py --work "$work" --cases "$cases" --test-cases "$tests" --test-seed "$test_seed" --epochs "$epochs" \
   --width "$width" --device "$device" --threads "$threads" --no-doc ${EXTRA:-} 2>&1 | grep -v "━" | tee "$OUT/train.log" | grep -E "^epoch (1|[0-9]*0):|coverage|exit|Error|error" 
 # What the call must bring back goes under $OUT before the calibrators run (a call cut off at its limit keeps it).
-cp -f "$work"/auth.pt "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
+cp -f "$work"/train.json "$work"/results.json "$OUT/" 2>/dev/null
+# the checkpoint comes back as FP16 weights (the FP32 file of a width-1.0 model is over the tool's 16 MiB);
+# loading it casts them back to the model's FP32 parameters
+[ -f "$work/auth.pt" ] && python3 -c "
+import sys, torch
+ckpt = torch.load(sys.argv[1], map_location='cpu', weights_only=False)
+ckpt['state_dict'] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
+torch.save(ckpt, sys.argv[2])" "$work/auth.pt" "$OUT/auth-fp16.pt"
 [ -d "$work/eval" ] && tar -czf "$OUT/eval.tar.gz" -C "$work" --exclude='*.png' eval
 left=$(( budget + ${CALIBRATORS_S:-40} - $(date +%s) + start ))
 [ -f "$work/auth.pt" ] && [ "$left" -gt 10 ] && timeout "$left" python3 authenticity_case_calibrators.py --work "$work" \
