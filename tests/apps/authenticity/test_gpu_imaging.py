@@ -75,6 +75,26 @@ def test_exif_orientation_gives_the_cpu_path_size() -> None:
     assert np.abs(got.pixels.astype(int) - want.pixels.astype(int)).mean() < 2.0
 
 
+def test_headers_read_by_the_request_checks_are_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.apps.authenticity.gpu_imaging as gpu_imaging
+    from kiln.apps.authenticity.pipeline import Upload, UploadLimits, check_request
+
+    uploads = [Upload("a.jpg", _photo(400, 200, orientation=6)), Upload("b.png", _photo(300, 300, fmt="PNG"))]
+    check_request(uploads, ["logo", "overall"], "aurelle", "celeste", UploadLimits())
+    assert [(u.header.format, u.header.orientation) for u in uploads if u.header] == [("JPEG", 6), ("PNG", 1)]
+    want = decode_photos([u.data for u in uploads], ["a", "b"], PREPROCESSING, "cpu")
+
+    def read_again(*args: Any) -> Any:
+        raise AssertionError("the header was read again")
+
+    monkeypatch.setattr(gpu_imaging, "read_header", read_again)
+    got, _ = gpu_imaging.decode_and_measure([u.data for u in uploads], ["a", "b"], PREPROCESSING, "cpu",
+                                            headers=[u.header for u in uploads])
+    assert [(p.width, p.height, p.format) for p in got] == [(p.width, p.height, p.format) for p in want] == [
+        (200, 400, "JPEG"), (300, 300, "PNG")]
+    np.testing.assert_array_equal(got[0].pixels, want[0].pixels)
+
+
 def test_a_damaged_jpeg_is_named_as_on_the_cpu_path() -> None:
     good = _photo(300, 300)
     with pytest.raises(KilnError, match=r"images\[1\]"):

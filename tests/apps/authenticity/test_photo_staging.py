@@ -75,8 +75,8 @@ async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_da
     assert written.is_set(), "the photos were staged, not written by the save"
     assert response.status_code == 200, response.text
     on_disk = _files(photo_api.folder)
-    assert sorted(p.name for p in on_disk) == sorted({hashlib.sha256(data).hexdigest() for _, data in files})
-    assert not [p for p in on_disk if p.suffix == ".part"]
+    assert [p.suffix for p in on_disk] == [".pack"], "the case's photos in one pack, no .part left"
+    assert on_disk[0].stat().st_size == sum(len(data) for _, data in files)
     case = response.json()
     for image, (_, data) in zip(case["images"], files, strict=True):
         assert (await photo_api.get(image["image_url"])).content == data
@@ -109,14 +109,12 @@ def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> No
     folder = tmp_path / "kiln.db.photos"
     photos = [b"\xff\xd8one", b"\xff\xd8two"]
     staged = store.stage_photos(photos)
-    assert staged is not None and len(staged) == 2
-    assert {p.suffix for p in _files(folder)} == {".part"}, "nothing under a photo's name before the save"
+    assert staged is not None and len(staged.refs) == 2
+    assert list(staged.sha256) == [hashlib.sha256(d).hexdigest() for d in photos]
+    assert [p.suffix for p in _files(folder)] == [".part"], "one pack, and nothing under its name before the save"
     assert store.save_case(_case("c1", photos), staged)
-    assert sorted(p.name for p in _files(folder)) == sorted(hashlib.sha256(d).hexdigest() for d in photos)
+    assert [p.name for p in _files(folder)] == [f"{staged.pack}.pack"]
     assert [i.data for i in store.case_images_with_data("c1")] == photos
-    # staged again: the same bytes are already in place, nothing new is written
-    again = store.stage_photos(photos)
-    assert again is not None and all(s.partial is None for s in again)
     # a case that is not saved: its staged photos are removed
     other = store.stage_photos([b"\xff\xd8three"])
     assert other is not None

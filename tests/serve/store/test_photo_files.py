@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,22 +26,29 @@ def _case(case_id: str, photos: list[bytes]) -> CaseRecord:
     return case
 
 
-def test_photos_go_to_files_and_come_back(tmp_path: Path) -> None:
+def _packs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_a_cases_photos_go_to_one_pack_and_come_back(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     photos = [b"\xff\xd8first photo", b"\xff\xd8second photo", b"\xff\xd8first photo"]  # the third repeats the first
     case = _case("c1", photos)
     assert store.save_case(case)
     assert [i.data for i in case.images] == photos  # the caller's records keep their bytes
     folder = tmp_path / "kiln.db.photos"
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    assert [p.name for p in files] == sorted({hashlib.sha256(d).hexdigest() for d in photos})  # one file per content
-    with store.session() as session:  # the rows hold names, not bytes
-        rows = session.scalars(select(CaseImageRecord).where(CaseImageRecord.case_id == "c1")).all()
-        assert all(r.photo_file and len(r.photo_file) == 64 for r in rows)
+    files = _packs(folder)
+    assert [p.suffix for p in files] == [".pack"] and files[0].read_bytes() == b"".join(photos)
+    with store.session() as session:  # the rows hold references into the pack, not bytes
+        rows = session.scalars(select(CaseImageRecord).where(CaseImageRecord.case_id == "c1")
+                               .order_by(CaseImageRecord.position)).all()
+        offsets = [0, len(photos[0]), len(photos[0]) + len(photos[1])]
+        assert [r.photo_file for r in rows] == [f"{files[0].stem}:{o}:{len(d)}" for o, d in zip(offsets, photos, strict=True)]
         assert all(r.data == b"" for r in rows)
     assert store.case_image("c1", 1).data == photos[1]
     assert [i.data for i in store.case_images_with_data("c1")] == photos
-    assert not list(folder.rglob("*.part"))
+    assert store.save_case(_case("c2", [b"\xff\xd8another"]))
+    assert len(_packs(folder)) == 2, "one pack per case"
     store.close()
 
 
@@ -58,29 +66,75 @@ def test_rows_with_bytes_inside_still_read(tmp_path: Path) -> None:
     store.close()
 
 
+def test_rows_naming_a_file_of_one_photo_still_read(tmp_path: Path) -> None:
+    """Before packs, each photo was a file named by its SHA-256; those rows read as before."""
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    data = b"\xff\xd8a photo of 2026-12-05"
+    name = hashlib.sha256(data).hexdigest()
+    path = PhotoFiles.beside(tmp_path / "kiln.db").path(name)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    case = _case("before", [data])
+    case.images[0].photo_file, case.images[0].data = name, b""  # as a save before packs left it
+    assert store.save_case(case)
+    assert store.case_image("before", 0).data == data
+    path.write_bytes(b"changed")
+    with pytest.raises(KilnError, match=f"photo file {name} .* is damaged"):
+        store.case_image("before", 0)
+    store.close()
+
+
 def test_a_missing_photo_file_is_named(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"soon gone"]))
-    name = hashlib.sha256(b"soon gone").hexdigest()
-    PhotoFiles.beside(tmp_path / "kiln.db").path(name).unlink()
-    with pytest.raises(KilnError, match=f"photo file {name} is missing"):
+    (pack,) = _packs(tmp_path / "kiln.db.photos")
+    pack.unlink()
+    with pytest.raises(KilnError, match=f"photo file {pack.stem}:0:9 is missing"):
         store.case_image("c1", 0)
     store.close()
 
 
 def test_file_names_are_checked(tmp_path: Path) -> None:
     files = PhotoFiles(tmp_path)
-    with pytest.raises(KilnError, match="not a photo file name"):
-        files.path("../../etc/passwd")
-    name = files.put(b"x")
-    assert files.get(name) == b"x" and files.path(name).parent.name == name[:2]
+    for bad in ("../../etc/passwd", "ab" * 20):
+        with pytest.raises(KilnError, match="not a photo file name"):
+            files.path(bad)
+    refs = files.put([b"x", b"yz"])
+    assert [files.get(ref, hashlib.sha256(d).hexdigest()) for ref, d in zip(refs, [b"x", b"yz"], strict=True)] == [b"x", b"yz"]
+    with pytest.raises(KilnError, match="needs its SHA-256"):
+        files.get(refs[0])
+    with pytest.raises(KilnError, match="is damaged"):
+        files.get(refs[1], hashlib.sha256(b"x").hexdigest())  # another photo's digest
 
 
-def test_a_duplicate_case_leaves_the_first_untouched(tmp_path: Path) -> None:
+def test_a_duplicate_case_leaves_the_first_untouched_and_no_pack_behind(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"original"]))
     assert not store.save_case(_case("c1", [b"a second attempt"]))
     assert store.case_image("c1", 0).data == b"original"
+    assert [p.read_bytes() for p in _packs(tmp_path / "kiln.db.photos")] == [b"original"]
+    store.close()
+
+
+def test_a_save_that_does_not_commit_removes_its_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import OperationalError
+
+    case = _case("c1", [b"first", b"second"])
+
+    @contextmanager
+    def locked() -> Iterator[None]:  # the transaction fails after the pack was placed
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+        yield
+
+    monkeypatch.setattr(store, "session", locked)
+    with pytest.raises(OperationalError, match="database is locked"):
+        store.save_case(case)
+    monkeypatch.undo()
+    assert _packs(tmp_path / "kiln.db.photos") == []
+    assert [i.data for i in case.images] == [b"first", b"second"] and all(i.photo_file is None for i in case.images)
     store.close()
 
 
@@ -95,30 +149,29 @@ def test_in_memory_databases_keep_photos_inside() -> None:
 def test_a_damaged_photo_file_is_named(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     assert store.save_case(_case("c1", [b"original bytes"]))
-    name = hashlib.sha256(b"original bytes").hexdigest()
-    PhotoFiles.beside(tmp_path / "kiln.db").path(name).write_bytes(b"")  # e.g. truncated by a crash
-    with pytest.raises(KilnError, match=f"photo file {name} .* is damaged"):
+    (pack,) = _packs(tmp_path / "kiln.db.photos")
+    pack.write_bytes(b"")  # e.g. truncated by a crash
+    with pytest.raises(KilnError, match=f"photo file {pack.stem}:0:14 .* is damaged"):
         store.case_images_with_data("c1")
     store.close()
 
 
 def test_a_failed_photo_write_leaves_the_callers_records_as_they_were(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.serve.store.photo_files as photo_files
+
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     case = _case("c1", [b"first", b"second"])
-    calls = {"n": 0}
-    real_put = PhotoFiles.put
+    real_fsync = photo_files.os.fsync
 
-    def failing_put(self: PhotoFiles, data: bytes) -> str:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(28, "No space left on device")
-        return real_put(self, data)
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(PhotoFiles, "put", failing_put)
+    monkeypatch.setattr(photo_files.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
         store.save_case(case)
     assert [i.data for i in case.images] == [b"first", b"second"] and all(i.photo_file is None for i in case.images)
-    monkeypatch.setattr(PhotoFiles, "put", real_put)
+    assert _packs(tmp_path / "kiln.db.photos") == [], "the partial pack is removed"
+    monkeypatch.setattr(photo_files.os, "fsync", real_fsync)
     assert store.save_case(case)  # a retry with the same records stores them once, as files
     assert [i.data for i in store.case_images_with_data("c1")] == [b"first", b"second"]
     store.close()

@@ -18,39 +18,27 @@ and odd formats behave exactly as there.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from kiln.apps.authenticity.gpu_quality import measure_batch, to_metrics
-from kiln.apps.authenticity.imaging import DEFAULT_MAX_PIXELS, DecodedPhoto, decode_photo, probe
+from kiln.apps.authenticity.imaging import (
+    DEFAULT_MAX_PIXELS,
+    DecodedPhoto,
+    PhotoHeader,
+    decode_photo,
+    read_header,
+)
 from kiln.apps.authenticity.quality import QualityMetrics
 from kiln.engine.spec import Preprocessing
 from kiln.serve.timing import stage
 
 log = logging.getLogger(__name__)
-_EXIF_ORIENTATION = 0x0112
 _NVJPEG_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB as Pillow would; CMYK/YCCK go to the CPU
 _local = threading.local()
-
-
-@dataclass(frozen=True)
-class _Header:
-    fmt: str
-    mode: str
-    orientation: int
-
-
-def _header(data: bytes, name: str, max_pixels: int) -> _Header:
-    fmt, _, _ = probe(data, name, max_pixels)  # the CPU path's checks and messages: format, size, bombs
-    with Image.open(io.BytesIO(data)) as image:
-        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
-        return _Header(fmt, str(image.mode), orientation)
 
 
 def _stream(device: str) -> Any:
@@ -86,9 +74,11 @@ def decode_photos(blobs: list[bytes], names: list[str], pre: Preprocessing, devi
 
 def decode_and_measure(blobs: list[bytes], names: list[str], pre: Preprocessing, device: str, *,
                        max_pixels: int = DEFAULT_MAX_PIXELS, measure: bool = True,
+                       headers: list[PhotoHeader | None] | None = None,
                        ) -> tuple[list[DecodedPhoto], list[QualityMetrics | None]]:
     """``decode_photos``, and the quality metrics of the photos decoded on the device, measured there
-    (``gpu_quality``); None for a photo that went through the CPU path (its caller measures it)."""
+    (``gpu_quality``); None for a photo that went through the CPU path (its caller measures it).
+    ``headers`` are the photos' headers where the request's checks already read them (else read here)."""
     import contextlib
     import warnings
 
@@ -100,10 +90,12 @@ def decode_and_measure(blobs: list[bytes], names: list[str], pre: Preprocessing,
 
     from kiln.engine.gpu_images import orient
 
-    headers = [_header(blob, name, max_pixels) for blob, name in zip(blobs, names, strict=True)]
+    known = headers if headers is not None else [None] * len(blobs)
+    found = [h if h is not None else read_header(blob, name, max_pixels)  # the CPU path's checks and messages
+             for blob, name, h in zip(blobs, names, known, strict=True)]
     out: list[DecodedPhoto | None] = [None] * len(blobs)
     metrics: list[QualityMetrics | None] = [None] * len(blobs)
-    on_device = [i for i, h in enumerate(headers) if h.fmt == "JPEG" and h.mode in _NVJPEG_MODES]
+    on_device = [i for i, h in enumerate(found) if h.format == "JPEG" and h.mode in _NVJPEG_MODES]
     if on_device:
         stream = _stream(device)
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
@@ -120,7 +112,7 @@ def decode_and_measure(blobs: list[bytes], names: list[str], pre: Preprocessing,
             for i, image in zip(on_device, decoded, strict=True):
                 if image is None:
                     continue
-                image = orient(image, headers[i].orientation)
+                image = orient(image, found[i].orientation)
                 crops.append((_model_size(image, pre), int(image.shape[2]), int(image.shape[1])))
                 kept.append(i)
             if crops:

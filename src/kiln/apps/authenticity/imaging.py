@@ -47,13 +47,30 @@ class DecodedPhoto:
         return ACCEPTED_FORMATS.get(self.format, "application/octet-stream")
 
 
-def probe(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Format and size from the header only; refuses non-images, other formats and decompression bombs."""
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What a photo's header says, read once (``read_header``) and reused by the decoders."""
+
+    format: str
+    width: int  # as stored, before EXIF orientation
+    height: int
+    mode: str
+    orientation: int  # EXIF orientation (1 when there is none, and for formats other than JPEG)
+
+
+def read_header(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> PhotoHeader:
+    """Format, size, mode and orientation from the header only; refuses non-images, other formats
+    and decompression bombs."""
     if not data:
         raise KilnError(f"{name}: the file is empty")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = str(image.format), image.size
+            fmt, (width, height), mode = str(image.format), image.size, str(image.mode)
+            try:
+                orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
+            except (OSError, ValueError, SyntaxError, TypeError) as exc:
+                raise KilnError(f"{name}: {fmt} data is truncated or corrupted ({exc})",
+                                hint="upload the original file") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnsupportedMediaError(
             f"{name}: not a readable image", hint="upload a JPEG, PNG or WebP photo"
@@ -68,7 +85,13 @@ def probe(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     if min(width, height) < MIN_SIDE:
         raise KilnError(f"{name}: {width}x{height} pixels is too small (at least {MIN_SIDE} per side)",
                         hint="upload the photo at full resolution")
-    return fmt, width, height
+    return PhotoHeader(fmt, width, height, mode, orientation)
+
+
+def probe(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Format and size from the header only (``read_header``'s checks)."""
+    header = read_header(data, name, max_pixels)
+    return header.format, header.width, header.height
 
 
 def decode_photo(data: bytes, pre: Preprocessing, *, name: str = "photo", max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:

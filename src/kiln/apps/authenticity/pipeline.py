@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -28,9 +28,10 @@ from kiln.apps.authenticity.imaging import (
     ACCEPTED_FORMATS,
     DEFAULT_MAX_PIXELS,
     DecodedPhoto,
+    PhotoHeader,
     decode_photo,
     engine_input,
-    probe,
+    read_header,
 )
 from kiln.apps.authenticity.quality import QualityMetrics, measure
 from kiln.apps.authenticity.references import ReferenceIndex, ReferenceMatch
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from kiln.engine.manifest import EngineManifest
     from kiln.serve.context import InferenceClient, Priority
     from kiln.serve.store import CaseRecord, Store
-    from kiln.serve.store.photo_files import StagedPhoto
+    from kiln.serve.store.photo_files import StagedPhotos
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Upload:
     name: str
     data: bytes
     content_type: str = ""
+    # what check_request read from its header, kept so that the decoders do not read it again
+    header: PhotoHeader | None = field(default=None, compare=False, repr=False)
 
     def label(self, index: int) -> str:
         shown = self.name if len(self.name) <= 80 else self.name[:77] + "..."
@@ -121,7 +124,7 @@ def check_request(uploads: list[Upload], views: list[str], brand: str | None, mo
                 f"{upload.label(index)}: {len(upload.data)} bytes is over the limit of {limits.max_file_bytes} bytes per photo",
                 hint="send a JPEG of at most a few megabytes",
             )
-        probe(upload.data, upload.label(index), limits.max_pixels)
+        upload.header = read_header(upload.data, upload.label(index), limits.max_pixels)
     return checked, _text(brand, "brand", limits), _text(model, "model", limits)
 
 
@@ -242,7 +245,8 @@ class AuthenticityService:
         pre = self.manifest.preprocessing
         with stage("decode"):  # with the gate's metrics, measured on the device
             photos, measured = decode_and_measure([u.data for u in uploads], [u.label(i) for i, u in enumerate(uploads)], pre,
-                                                  device, max_pixels=self.limits.max_pixels)
+                                                  device, max_pixels=self.limits.max_pixels,
+                                                  headers=[u.header for u in uploads])
         with stage("quality"):  # photos the CPU decoded (other formats, what nvJPEG refused) are measured here
             metrics = [m if m is not None else measure(p.pixels, p.width, p.height) for p, m in zip(photos, measured, strict=True)]
         with stage("preprocess"):
@@ -295,7 +299,7 @@ class AuthenticityService:
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
         return response
 
-    def _stage_photos(self, uploads: list[Upload]) -> Future[list[StagedPhoto] | None] | None:
+    def _stage_photos(self, uploads: list[Upload]) -> Future[StagedPhotos | None] | None:
         if not (self.stage_photos and self.store.photo_files):
             return None
         if self._staging_pool is None:
@@ -396,14 +400,14 @@ class AuthenticityService:
         return [reference_info(r) for r in records]
 
 
-def _discard_when_written(staging: Future[list[StagedPhoto] | None], store: Store) -> None:
+def _discard_when_written(staging: Future[StagedPhotos | None], store: Store) -> None:
     """Removes a failed case's staged photos once their writing thread is done (a cancelled request
     included: a write that has started is not cancelled, and its files go when it ends)."""
-    def discard(done: Future[list[StagedPhoto] | None]) -> None:
+    def discard(done: Future[StagedPhotos | None]) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # it never ran, or stage_photos removed what it had written
         staged = done.result()
-        if staged:
+        if staged is not None:
             store.discard_photos(staged)
 
     staging.add_done_callback(discard)

@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.store.checkpoint import WalCheckpointer
 from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
-from kiln.serve.store.photo_files import PhotoFiles, StagedPhoto
+from kiln.serve.store.photo_files import PhotoFiles, StagedPhotos
 
 log = logging.getLogger(__name__)
 
@@ -200,43 +200,47 @@ class Store:
             session.close()
 
     # --- cases ---------------------------------------------------------------------------------
-    def stage_photos(self, photos: Sequence[bytes]) -> list[StagedPhoto] | None:
-        """Writes a case's photos ahead of its ``save_case`` (synced, under temporary names), so that
-        the save only renames them; None where the photos go inside the rows (no photo files).
-        A case that is not saved after all hands them to ``discard_photos``."""
+    def stage_photos(self, photos: Sequence[bytes]) -> StagedPhotos | None:
+        """Writes a case's photos ahead of its ``save_case`` (one pack, synced, under a temporary
+        name), so that the save only renames it; None where the photos go inside the rows (no photo
+        files). A case that is not saved after all hands it to ``discard_photos``."""
         if not (self.photo_files and self.photos is not None):
             return None
-        staged: list[StagedPhoto] = []
-        try:
-            for data in photos:
-                staged.append(self.photos.stage(data))
-        except BaseException:
-            self.discard_photos(staged)
-            raise
-        return staged
+        return self.photos.stage(photos)
 
-    def discard_photos(self, staged: Sequence[StagedPhoto]) -> None:
-        for photo in staged:
-            PhotoFiles.discard(photo)
+    def discard_photos(self, staged: StagedPhotos | None) -> None:
+        if staged is not None and self.photos is not None:
+            self.photos.discard(staged)
 
-    def save_case(self, case: CaseRecord, staged: Sequence[StagedPhoto] | None = None) -> bool:
+    def save_case(self, case: CaseRecord, staged: StagedPhotos | None = None) -> bool:
         """Inserts a case with its images; returns False when a case with that id already exists.
 
-        With photo files the bytes are written first, outside the transaction (or were, by
-        ``stage_photos``: ``staged`` holds one entry per image, in order, and is placed or removed
-        here, whatever happens); the records keep their ``data`` for the caller."""
-        held: list[tuple[CaseImageRecord, bytes]] = []
-        if staged is not None and [s.name for s in staged] != [image.sha256 for image in case.images]:
-            self.discard_photos(staged)  # a row must never name another photo's file
-            raise ValueError(f"the {len(staged)} staged photos are not the case's {len(case.images)} images "
+        With photo files the bytes are written first, outside the transaction, as one pack (or were,
+        by ``stage_photos``: ``staged`` holds every image, in order, and is placed or removed here,
+        whatever happens); a save that does not commit removes the pack. The records keep their
+        ``data`` for the caller."""
+        if staged is not None and list(staged.sha256) != [image.sha256 for image in case.images]:
+            self.discard_photos(staged)  # a row must never name another photo's bytes
+            raise ValueError(f"the {len(staged.sha256)} staged photos are not the case's {len(case.images)} images "
                              "(their SHA-256 must match, in order)")
+        held: list[tuple[CaseImageRecord, bytes]] = []
+        pack: StagedPhotos | None = None
+        committed = False
         try:
             if self.photo_files and self.photos is not None:
-                for index, image in enumerate(case.images):
-                    if image.data and not image.photo_file:
-                        name = self.photos.place(staged[index]) if staged is not None else self.photos.put(image.data)
-                        held.append((image, image.data))
-                        image.photo_file, image.data = name, b""
+                if staged is not None:
+                    pack, staged = staged, None
+                    refs = self.photos.place(pack)
+                    chosen = [(image, ref) for image, ref in zip(case.images, refs, strict=True)
+                              if image.data and not image.photo_file]
+                else:
+                    writing = [image for image in case.images if image.data and not image.photo_file]
+                    pack = self.photos.stage([image.data for image in writing]) if writing else None
+                    refs = self.photos.place(pack) if pack is not None else []
+                    chosen = list(zip(writing, refs, strict=True))
+                for image, ref in chosen:
+                    held.append((image, image.data))
+                    image.photo_file, image.data = ref, b""
             case_row = _row(case)
             image_rows = [_row(image) | {"case_id": case.id} for image in case.images]
             with self.session() as session:
@@ -246,13 +250,16 @@ class Store:
                 session.execute(insert(cast(Table, CaseRecord.__table__)), [case_row])
                 if image_rows:
                     session.execute(insert(cast(Table, CaseImageRecord.__table__)), image_rows)
+            committed = True
         except IntegrityError:
             return False  # a concurrent writer stored the same case id first: exactly once
         finally:
             for image, data in held:  # the caller's records as they came, whatever happened
                 image.photo_file, image.data = None, data
             if staged is not None:
-                self.discard_photos(staged)  # those not placed (an error on the way)
+                self.discard_photos(staged)  # not placed (photo files are off)
+            if pack is not None and not committed and self.photos is not None:
+                self.photos.remove(pack)  # no row names it
         return True
 
     def get_case(self, case_id: str) -> CaseRecord:
@@ -325,7 +332,7 @@ class Store:
                 if self.photos is None:
                     raise KilnError(f"photo {image.position} of case {image.case_id} is a file beside a SQLite database, "
                                     f"and {self.url} is not one", status=500)
-                image.data = self.photos.get(image.photo_file)
+                image.data = self.photos.get(image.photo_file, image.sha256)
         return images
 
     def get_report(self, case_id: str, kind: str) -> str | bytes | None:

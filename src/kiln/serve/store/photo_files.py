@@ -1,25 +1,28 @@
-"""Case photos as files beside a SQLite database, named by the SHA-256 of their bytes (opt-in:
-``KILN_PHOTO_FILES=1``; docs/benchmarks/store.md has what it does and does not change).
+"""Case photos as files beside a SQLite database (opt-in: ``KILN_PHOTO_FILES=1``;
+docs/benchmarks/store.md has what it does and does not change).
 
 SQLite has one writer at a time across every process of a server. A case carries ~1 MB of photos,
 and copying them into the write-ahead log inside the transaction held that lock for most of a
 save, so the other processes' saves queued behind it (``benchmarks/store_writes.py``). Written
-here, outside any transaction and in parallel, the photos leave the database a small row each
+here, outside any transaction, the photos leave the database a small row each
 (``CaseImageRecord.photo_file``).
 
-- The file is complete before the row that names it commits (written to a temporary name, then
-  renamed), so a committed case never points at a partial photo; a save that fails after its
-  files were written leaves them unreferenced (they are reused when the same bytes come again).
-- Names are the SHA-256 computed here from the bytes, so two photos never share a file unless
-  they are the same bytes.
-- Each file's data is synced to disk before its rename (about 0.5 ms per photo on the VM's disk
-  here), so a row that survives a power cut names a complete file; the database itself syncs at
-  its checkpoints (``synchronous=NORMAL`` in WAL mode: a power cut may lose the last saves whole).
-  Reading checks the bytes against their name: a damaged or missing file is an error, never a
-  photo silently different from the one uploaded.
+- A case's photos go into one **pack** file, back to back, synced once: each photo's row names
+  ``PACK:OFFSET:LENGTH``. One sync per case instead of one per photo: the sync (a flush of the
+  disk's cache) was most of a save, ~0.5–1.5 ms each on the VM's disk here
+  (``benchmarks/photo_writes.py`` measures the two layouts). Rows written before packs name a
+  file of one photo, its SHA-256 (64 hex digits); they read as before.
+- The pack is complete before the rows that name it commit (written to a temporary name, then
+  renamed), so a committed case never points at a partial photo. A save that does not commit
+  (an error, or a case id that is already stored) removes its pack, so nothing is left unreferenced.
+- The pack's data is synced before its rename, so a row that survives a power cut names complete
+  bytes; the database itself syncs at its checkpoints (``synchronous=NORMAL`` in WAL mode: a power
+  cut may lose the last saves whole). Reading checks each photo's bytes against the SHA-256 in its
+  row (or in its single file's name): a damaged or missing file is an error, never a photo silently
+  different from the one uploaded.
 - A case's photos can be written ahead, while the engine looks at them (``stage``: synced under a
   temporary name), and put in place by the save (``place``: a rename); a case that fails before its
-  save removes its staged files (``discard``), so failed requests leave nothing behind.
+  save removes its staged pack (``discard``), so failed requests leave nothing behind.
 - The folder is ``DATABASE.photos`` next to the database file; back the two up together. Cases
   are never deleted through the API, so files are never removed.
 """
@@ -30,21 +33,26 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import KilnError
 
-_NAME = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[0-9a-f]{64}$")  # a file of one photo, named by its SHA-256 (before packs)
+_PACK = re.compile(r"^[0-9a-f]{32}$")
+_REF = re.compile(r"^([0-9a-f]{32}):([0-9]{1,12}):([0-9]{1,12})$")  # PACK:OFFSET:LENGTH
 
 
 @dataclass(frozen=True)
-class StagedPhoto:
-    """A photo written and synced under a temporary name (``partial``; None: the same bytes were
-    already stored), not yet under its ``name``."""
+class StagedPhotos:
+    """A case's photos written and synced as one pack under a temporary name (``partial``), not yet
+    at its place; ``refs`` are what the rows will name, ``sha256`` the photos' digests, in order."""
 
-    name: str
-    partial: Path | None
+    pack: str
+    refs: tuple[str, ...]
+    sha256: tuple[str, ...]
+    partial: Path
 
 
 class PhotoFiles:
@@ -56,59 +64,84 @@ class PhotoFiles:
         return cls(database.with_name(database.name + ".photos"))
 
     def path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise KilnError(f"{name!r} is not a photo file name (64 lowercase hex digits)", status=500)
-        return self.root / name[:2] / name
+        """The file of a one-photo name (64 hex digits) or of a pack (32 hex digits)."""
+        if _NAME.match(name):
+            return self.root / name[:2] / name
+        if _PACK.match(name):
+            return self.root / name[:2] / f"{name}.pack"
+        raise KilnError(f"{name!r} is not a photo file name (64 or 32 lowercase hex digits)", status=500)
 
-    def put(self, data: bytes) -> str:
-        """Stores ``data`` (once per distinct content) and returns its name."""
-        return self.place(self.stage(data))
+    def put(self, photos: Sequence[bytes]) -> list[str]:
+        """Stores a case's photos as one pack and returns each one's reference, in order."""
+        return self.place(self.stage(photos))
 
-    def stage(self, data: bytes) -> StagedPhoto:
-        """Writes and syncs ``data`` under a temporary name of its own; ``place`` puts it where its
-        name says, ``discard`` removes it. Nothing under a photo's name changes until ``place``."""
-        name = hashlib.sha256(data).hexdigest()
-        target = self.path(name)
-        try:
-            if target.stat().st_size == len(data):
-                return StagedPhoto(name, None)  # the same bytes are already there
-        except FileNotFoundError:
-            pass
+    def stage(self, photos: Sequence[bytes]) -> StagedPhotos:
+        """Writes and syncs ``photos`` back to back under a temporary name; ``place`` puts the pack
+        where its name says, ``discard`` removes it."""
+        pack = uuid.uuid4().hex
+        target = self.path(pack)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{name}.{uuid.uuid4().hex}.part")
+        partial = target.with_name(f".{pack}.part")
+        refs: list[str] = []
+        digests: list[str] = []
+        offset = 0
         try:
             with open(partial, "wb") as handle:
-                handle.write(data)
+                for data in photos:
+                    handle.write(data)
+                    refs.append(f"{pack}:{offset}:{len(data)}")
+                    digests.append(hashlib.sha256(data).hexdigest())
+                    offset += len(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        return StagedPhoto(name, partial)
+        return StagedPhotos(pack, tuple(refs), tuple(digests), partial)
 
-    def place(self, staged: StagedPhoto) -> str:
-        """Renames a staged photo into place (a rename: the bytes were synced by ``stage``)."""
-        if staged.partial is not None:
-            try:
-                os.replace(staged.partial, self.path(staged.name))
-            except BaseException:
-                staged.partial.unlink(missing_ok=True)
-                raise
-        return staged.name
-
-    @staticmethod
-    def discard(staged: StagedPhoto) -> None:
-        """Removes a staged photo that was not placed (a no-op once it was)."""
-        if staged.partial is not None:
-            staged.partial.unlink(missing_ok=True)
-
-    def get(self, name: str) -> bytes:
+    def place(self, staged: StagedPhotos) -> list[str]:
+        """Renames a staged pack into place (a rename: the bytes were synced by ``stage``)."""
         try:
-            data = self.path(name).read_bytes()
-        except FileNotFoundError:
-            raise KilnError(f"photo file {name} is missing from {self.root}", status=500,
-                            hint="restore the photos folder that was backed up with the database") from None
-        if hashlib.sha256(data).hexdigest() != name:
-            raise KilnError(f"photo file {name} in {self.root} is damaged (its bytes no longer match their SHA-256)",
+            os.replace(staged.partial, self.path(staged.pack))
+        except BaseException:
+            staged.partial.unlink(missing_ok=True)
+            raise
+        return list(staged.refs)
+
+    def discard(self, staged: StagedPhotos) -> None:
+        """Removes a staged pack that was not placed."""
+        staged.partial.unlink(missing_ok=True)
+
+    def remove(self, staged: StagedPhotos) -> None:
+        """Removes a placed pack whose rows did not commit (nothing names it)."""
+        self.path(staged.pack).unlink(missing_ok=True)
+        staged.partial.unlink(missing_ok=True)
+
+    def get(self, ref: str, sha256: str | None = None) -> bytes:
+        """A photo's bytes from its reference, checked against its SHA-256 (the row's, for a pack)."""
+        match = _REF.match(ref)
+        if match is None:
+            path, expected = self.path(ref), ref  # a one-photo file: its name is its digest
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise self._missing(ref) from None
+        else:
+            pack, offset, length = match.group(1), int(match.group(2)), int(match.group(3))
+            if sha256 is None:
+                raise KilnError(f"photo {ref} is in a pack and needs its SHA-256 to be read", status=500)
+            path, expected = self.path(pack), sha256
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(length)
+            except FileNotFoundError:
+                raise self._missing(ref) from None
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise KilnError(f"photo file {ref} in {self.root} is damaged (its bytes no longer match their SHA-256)",
                             status=500, hint="restore it from the backup of the photos folder")
         return data
+
+    def _missing(self, ref: str) -> KilnError:
+        return KilnError(f"photo file {ref} is missing from {self.root}", status=500,
+                         hint="restore the photos folder that was backed up with the database")
