@@ -105,6 +105,11 @@ def test_file_names_are_checked(tmp_path: Path) -> None:
         files.get(refs[0])
     with pytest.raises(KilnError, match="is damaged"):
         files.get(refs[1], hashlib.sha256(b"x").hexdigest())  # another photo's digest
+    known = hashlib.sha256(b"z").hexdigest()
+    staged = files.stage([b"z"], [known])  # the caller's digests are taken as they are
+    assert staged.sha256 == (known,) and files.get(files.place(staged)[0], known) == b"z"
+    with pytest.raises(ValueError, match="2 digests for 1 photos"):
+        files.stage([b"z"], [known, known])
 
 
 def test_a_duplicate_case_leaves_the_first_untouched_and_no_pack_behind(tmp_path: Path) -> None:

@@ -117,11 +117,12 @@ def decode_and_measure(blobs: list[bytes], names: list[str], pre: Preprocessing,
                 kept.append(i)
             if crops:
                 stacked = torch.stack([c[0] for c in crops])
-                values = measure_batch(stacked).cpu().numpy() if measure else None
+                measured = measure_batch(stacked) if measure else None
+                digests = [hashlib.sha256(blobs[i]).hexdigest() for i in kept]  # while the device works
+                values = measured.cpu().numpy() if measured is not None else None
                 pixels = stacked.cpu().numpy()  # one copy back; waits for this stream
                 for row, (i, (_, width, height)) in enumerate(zip(kept, crops, strict=True)):
-                    out[i] = DecodedPhoto(np.ascontiguousarray(pixels[row]), width, height, "JPEG",
-                                          hashlib.sha256(blobs[i]).hexdigest())
+                    out[i] = DecodedPhoto(np.ascontiguousarray(pixels[row]), width, height, "JPEG", digests[row])
                     if values is not None:
                         metrics[i] = to_metrics(values[row], width, height)
     for i, photo in enumerate(out):

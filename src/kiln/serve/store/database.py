@@ -217,8 +217,9 @@ class Store:
 
         With photo files the bytes are written first, outside the transaction, as one pack (or were,
         by ``stage_photos``: ``staged`` holds every image, in order, and is placed or removed here,
-        whatever happens); a save that does not commit removes the pack. The records keep their
-        ``data`` for the caller."""
+        whatever happens); a save that does not commit removes the pack. Each image's ``sha256``
+        must be its data's digest (the pipeline computes it from the uploaded bytes): reading checks
+        the bytes against it. The records keep their ``data`` for the caller."""
         if staged is not None and list(staged.sha256) != [image.sha256 for image in case.images]:
             self.discard_photos(staged)  # a row must never name another photo's bytes
             raise ValueError(f"the {len(staged.sha256)} staged photos are not the case's {len(case.images)} images "
@@ -235,7 +236,9 @@ class Store:
                               if image.data and not image.photo_file]
                 else:
                     writing = [image for image in case.images if image.data and not image.photo_file]
-                    pack = self.photos.stage([image.data for image in writing]) if writing else None
+                    # the rows' digests name the bytes (reading checks them), so they are not computed again
+                    pack = self.photos.stage([image.data for image in writing],
+                                             [image.sha256 for image in writing]) if writing else None
                     refs = self.photos.place(pack) if pack is not None else []
                     chosen = list(zip(writing, refs, strict=True))
                 for image, ref in chosen:

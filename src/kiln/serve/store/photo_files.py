@@ -75,9 +75,12 @@ class PhotoFiles:
         """Stores a case's photos as one pack and returns each one's reference, in order."""
         return self.place(self.stage(photos))
 
-    def stage(self, photos: Sequence[bytes]) -> StagedPhotos:
+    def stage(self, photos: Sequence[bytes], sha256: Sequence[str] | None = None) -> StagedPhotos:
         """Writes and syncs ``photos`` back to back under a temporary name; ``place`` puts the pack
-        where its name says, ``discard`` removes it."""
+        where its name says, ``discard`` removes it. ``sha256``: the photos' digests where the caller
+        has them (its rows hold them, and reading checks the bytes against the rows), else computed."""
+        if sha256 is not None and len(sha256) != len(photos):
+            raise ValueError(f"{len(sha256)} digests for {len(photos)} photos")
         pack = uuid.uuid4().hex
         target = self.path(pack)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ class PhotoFiles:
                 for data in photos:
                     handle.write(data)
                     refs.append(f"{pack}:{offset}:{len(data)}")
-                    digests.append(hashlib.sha256(data).hexdigest())
+                    digests.append(hashlib.sha256(data).hexdigest() if sha256 is None else sha256[len(refs) - 1])
                     offset += len(data)
                 handle.flush()
                 os.fsync(handle.fileno())
