@@ -9,7 +9,7 @@
 set -u
 cd "$(dirname "$0")/.."
 here=$PWD
-base=$(cd "${BASE:-tmp/baseline}" && pwd)
+base=$(cd "${BASE:-tmp/baseline}" && pwd) || { echo "no baseline copy at ${BASE:-tmp/baseline} (carry it)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 benchmarks/photo_writes.py --seconds 8 --out "$OUT/photo_writes.md" >/dev/null 2>&1; tail -5 "$OUT/photo_writes.md"
 python3 benchmarks/gpu_decode_profile.py ${PROFILE_ARGS:-} --out "$OUT/decode_profile.json" 2>&1 | grep -v Warning | tail -10

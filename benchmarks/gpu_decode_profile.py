@@ -87,20 +87,20 @@ def main() -> None:
         "orient + resize to the model size, stack": model_size,
         "gate metrics + copy back": lambda: (measure_batch(stacked).cpu().numpy(), stacked.cpu().numpy()),
         "SHA-256 of the photos": lambda: [hashlib.sha256(b).hexdigest() for b in blobs],
-        "decode_and_measure (all of it)": lambda: gpu_imaging.decode_and_measure(blobs, names, pre, device),
+        "decode_and_measure (all of it; headers from the checks)": lambda: gpu_imaging.decode_and_measure(
+            blobs, names, pre, device, headers=list(headers)),
     }
     rows = {name: timed(fn, args.iterations, sync) for name, fn in steps.items()}
 
     def concurrent(threads: int) -> dict[str, float]:
         with ThreadPoolExecutor(threads) as pool:
-            stream_ready = [pool.submit(gpu_imaging.decode_and_measure, blobs, names, pre, device) for _ in range(threads)]
-            for future in stream_ready:
-                future.result()
+            for ready in [pool.submit(gpu_imaging.decode_and_measure, blobs, names, pre, device) for _ in range(threads)]:
+                ready.result()
             samples: list[float] = []
 
             def one() -> None:
                 start = time.perf_counter()
-                gpu_imaging.decode_and_measure(blobs, names, pre, device)
+                gpu_imaging.decode_and_measure(blobs, names, pre, device, headers=list(headers))
                 samples.append((time.perf_counter() - start) * 1000)
 
             for future in [pool.submit(one) for _ in range(args.iterations)]:

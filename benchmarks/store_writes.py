@@ -18,6 +18,7 @@ case's scheduled time to its commit.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -50,10 +51,10 @@ def _case(rng: Any) -> Any:
     case = CaseRecord(id=case_id, brand="aurelle", model="celeste", verdict="authentic", confidence=0.97, engine="auth@1",
                       result={"case_id": case_id, "verdict": "authentic", "images": [{"view": v} for v in VIEWS]})
     case.images = [
-        CaseImageRecord(position=i, view=view, sha256=uuid.uuid4().hex * 2, content_type="image/jpeg", width=1024, height=1024,
-                        quality={"ok": True, "reasons": []}, score=0.1, heatmap=[[0.5] * 10 for _ in range(10)],
-                        data=rng.randbytes(size))
-        for i, (view, size) in enumerate(zip(VIEWS, PHOTO_BYTES, strict=True))
+        CaseImageRecord(position=i, view=view, sha256=hashlib.sha256(data).hexdigest(), content_type="image/jpeg",
+                        width=1024, height=1024, quality={"ok": True, "reasons": []}, score=0.1,
+                        heatmap=[[0.5] * 10 for _ in range(10)], data=data)
+        for i, (view, data) in enumerate(zip(VIEWS, [rng.randbytes(size) for size in PHOTO_BYTES], strict=True))
     ]
     return case
 

@@ -75,7 +75,7 @@ def test_exif_orientation_gives_the_cpu_path_size() -> None:
     assert np.abs(got.pixels.astype(int) - want.pixels.astype(int)).mean() < 2.0
 
 
-def test_headers_read_by_the_request_checks_are_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_headers_read_by_the_request_checks_are_not_read_again_by_the_gpu_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     import kiln.apps.authenticity.gpu_imaging as gpu_imaging
     from kiln.apps.authenticity.pipeline import Upload, UploadLimits, check_request
 
@@ -93,6 +93,23 @@ def test_headers_read_by_the_request_checks_are_not_read_again(monkeypatch: pyte
     assert [(p.width, p.height, p.format) for p in got] == [(p.width, p.height, p.format) for p in want] == [
         (200, 400, "JPEG"), (300, 300, "PNG")]
     np.testing.assert_array_equal(got[0].pixels, want[0].pixels)
+
+
+def test_an_orientation_that_is_not_an_exif_value_is_ignored_as_on_the_cpu_path() -> None:
+    from kiln.apps.authenticity.imaging import read_header
+
+    import struct
+
+    image = Image.new("RGB", (300, 200), (120, 80, 40))
+    # one IFD entry: Orientation (0x0112) of type ASCII, "ab" (not one of the eight orientations)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHI", 0x0112, 2, 3) + b"ab\x00\x00"
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=b"Exif\x00\x00" + tiff + struct.pack("<I", 0))
+    data = buffer.getvalue()
+    assert read_header(data, "odd").orientation == 1
+    got = decode_photos([data], ["odd"], PREPROCESSING, "cpu")[0]
+    want = decode_photo(data, PREPROCESSING)
+    assert (got.width, got.height) == (want.width, want.height) == (300, 200)
 
 
 def test_a_damaged_jpeg_is_named_as_on_the_cpu_path() -> None:

@@ -129,8 +129,11 @@ def test_a_save_that_does_not_commit_removes_its_pack(tmp_path: Path, monkeypatc
 
     case = _case("c1", [b"first", b"second"])
 
+    placed: list[list[Path]] = []
+
     @contextmanager
     def locked() -> Iterator[None]:  # the transaction fails after the pack was placed
+        placed.append(_packs(tmp_path / "kiln.db.photos"))
         raise OperationalError("INSERT", {}, Exception("database is locked"))
         yield
 
@@ -138,8 +141,33 @@ def test_a_save_that_does_not_commit_removes_its_pack(tmp_path: Path, monkeypatc
     with pytest.raises(OperationalError, match="database is locked"):
         store.save_case(case)
     monkeypatch.undo()
+    assert len(placed) == 1 and [p.suffix for p in placed[0]] == [".pack"], "the pack was in place when the transaction began"
     assert _packs(tmp_path / "kiln.db.photos") == []
     assert [i.data for i in case.images] == [b"first", b"second"] and all(i.photo_file is None for i in case.images)
+    store.close()
+
+
+def test_a_failure_after_the_commit_keeps_the_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    assert store.checkpointer is not None
+
+    def broken_nudge() -> None:
+        raise RuntimeError("the checkpointer is gone")
+
+    monkeypatch.setattr(store.checkpointer, "nudge", broken_nudge)  # runs after the commit
+    with pytest.raises(RuntimeError, match="checkpointer is gone"):
+        store.save_case(_case("c1", [b"committed"]))
+    monkeypatch.undo()
+    assert store.case_image("c1", 0).data == b"committed", "the committed rows still name their pack"
+    store.close()
+
+
+def test_a_pack_whose_rename_was_lost_still_reads(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    assert store.save_case(_case("c1", [b"one", b"two"]))
+    (pack,) = _packs(tmp_path / "kiln.db.photos")
+    pack.rename(pack.with_name(f".{pack.stem}.part"))  # as after a power cut that kept the rows, not the rename
+    assert [i.data for i in store.case_images_with_data("c1")] == [b"one", b"two"]
     store.close()
 
 

@@ -67,10 +67,12 @@ def read_header(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with Image.open(io.BytesIO(data)) as image:
             fmt, (width, height), mode = str(image.format), image.size, str(image.mode)
             try:
-                orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
-            except (OSError, ValueError, SyntaxError, TypeError) as exc:
+                value = image.getexif().get(_EXIF_ORIENTATION, 1) if fmt == "JPEG" else 1
+            except (OSError, ValueError, SyntaxError) as exc:
                 raise KilnError(f"{name}: {fmt} data is truncated or corrupted ({exc})",
                                 hint="upload the original file") from exc
+            # an orientation that is not one of EXIF's eight values is ignored, as Pillow's transpose does
+            orientation = value if isinstance(value, int) and 1 <= value <= 8 else 1
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnsupportedMediaError(
             f"{name}: not a readable image", hint="upload a JPEG, PNG or WebP photo"

@@ -253,7 +253,8 @@ class Store:
                 session.execute(insert(cast(Table, CaseRecord.__table__)), [case_row])
                 if image_rows:
                     session.execute(insert(cast(Table, CaseImageRecord.__table__)), image_rows)
-            committed = True
+                session.commit()
+                committed = True  # from here on rows name the pack: whatever fails next must not remove it
         except IntegrityError:
             return False  # a concurrent writer stored the same case id first: exactly once
         finally:

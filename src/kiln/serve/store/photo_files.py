@@ -13,18 +13,23 @@ here, outside any transaction, the photos leave the database a small row each
   (``benchmarks/photo_writes.py`` measures the two layouts). Rows written before packs name a
   file of one photo, its SHA-256 (64 hex digits); they read as before.
 - The pack is complete before the rows that name it commit (written to a temporary name, then
-  renamed), so a committed case never points at a partial photo. A save that does not commit
-  (an error, or a case id that is already stored) removes its pack, so nothing is left unreferenced.
-- The pack's data is synced before its rename, so a row that survives a power cut names complete
-  bytes; the database itself syncs at its checkpoints (``synchronous=NORMAL`` in WAL mode: a power
-  cut may lose the last saves whole). Reading checks each photo's bytes against the SHA-256 in its
-  row (or in its single file's name): a damaged or missing file is an error, never a photo silently
-  different from the one uploaded.
+  renamed), so a committed case never points at a partial photo. A save whose transaction fails
+  (an error, or a case id that is already stored) removes its pack; only a process that dies
+  between writing a pack and committing leaves one (or a ``.part``) that no row names.
+- The pack's data is synced before its rename; the rename itself is not (the directory is not
+  synced: one more disk flush per save), so after a power cut a surviving row may name a pack that
+  is still under its temporary name, and reading falls back to that name (its bytes are checked
+  like any others). The database itself syncs at its checkpoints (``synchronous=NORMAL`` in WAL
+  mode: a power cut may lose the last saves whole). Reading checks each photo's bytes against the
+  SHA-256 in its row (or in its single file's name): a damaged or missing file is an error, never a
+  photo silently different from the one uploaded.
+- Rows that name a pack need this version to be read (older versions refuse the reference):
+  the layout is forward-only.
 - A case's photos can be written ahead, while the engine looks at them (``stage``: synced under a
   temporary name), and put in place by the save (``place``: a rename); a case that fails before its
   save removes its staged pack (``discard``), so failed requests leave nothing behind.
 - The folder is ``DATABASE.photos`` next to the database file; back the two up together. Cases
-  are never deleted through the API, so files are never removed.
+  are never deleted through the API, so packs that rows name are never removed.
 """
 
 from __future__ import annotations
@@ -135,15 +140,22 @@ class PhotoFiles:
                 raise KilnError(f"photo {ref} is in a pack and needs its SHA-256 to be read", status=500)
             path, expected = self.path(pack), sha256
             try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read(length)
+                data = self._read(path, offset, length)
             except FileNotFoundError:
-                raise self._missing(ref) from None
+                try:  # its rename was lost (a power cut after the commit): the synced bytes are still there
+                    data = self._read(path.with_name(f".{pack}.part"), offset, length)
+                except FileNotFoundError:
+                    raise self._missing(ref) from None
         if hashlib.sha256(data).hexdigest() != expected:
             raise KilnError(f"photo file {ref} in {self.root} is damaged (its bytes no longer match their SHA-256)",
                             status=500, hint="restore it from the backup of the photos folder")
         return data
+
+    @staticmethod
+    def _read(path: Path, offset: int, length: int) -> bytes:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
 
     def _missing(self, ref: str) -> KilnError:
         return KilnError(f"photo file {ref} is missing from {self.root}", status=500,
