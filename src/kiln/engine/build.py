@@ -13,7 +13,7 @@ from kiln.engine.artifact import EngineCache, copy_engine, hash_files, sha256_js
 from kiln.engine.backends.base import Backend, BuildRequest, get_backend
 from kiln.engine.calibrate import calibration_digest
 from kiln.engine.fused import fuse_normalisation
-from kiln.engine.hardware import fingerprint
+from kiln.engine.hardware import fingerprint, int8_reduce_range
 from kiln.engine.manifest import FORMAT_VERSION, EngineManifest, ValidationReport
 from kiln.engine.source import LoadedSource, load_source, source_sha256
 from kiln.engine.spec import BatchProfile, CalibrationMethod, ModelSource, Precision, Preprocessing
@@ -51,7 +51,8 @@ class BuildOutcome:
 def _cache_key(settings: BuildSettings, source_sha: str, request: BuildRequest, compat: dict[str, Any]) -> str:
     calib: dict[str, Any] | None = None
     if request.precision is Precision.INT8:
-        calib = {"method": request.calibration_method.value, "percentile": request.options.get("calib_percentile")}
+        calib = {"method": request.calibration_method.value, "percentile": request.options.get("calib_percentile"),
+                 "reduce_range": int8_reduce_range(request.options.get("reduce_range", "auto"))}
         if request.calibration_dir is not None and request.calibration_method is not CalibrationMethod.DYNAMIC:
             calib["data"] = calibration_digest(request.calibration_dir)
             calib["limit"] = request.calibration_limit

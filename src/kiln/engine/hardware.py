@@ -47,6 +47,32 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+def int8_dot_products_saturate(isa: list[str] | None = None) -> bool:
+    """Whether this x86 CPU multiplies uint8×int8 through 16-bit sums that saturate (AVX2/AVX-512
+    without VNNI: ``vpmaddubsw``), so INT8 engines need 7-bit weights (onnxruntime's ``reduce_range``);
+    False on VNNI/AMX CPUs and on other architectures (ARM's dot-product kernels do not saturate)."""
+    if isa is None:
+        if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+            return False
+        isa = cpu_info()["isa"]
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(isa)
+
+
+def int8_reduce_range(setting: Any = "auto") -> bool:
+    """Whether an INT8 build quantizes weights to 7 bits: "auto" where this CPU's uint8×int8 kernels
+    saturate (``int8_dot_products_saturate``; on the 2-core AVX2 machine 8-bit weights cost the
+    authentication model 0.6–2 points of case accuracy, docs/benchmarks/engine.md), else as given."""
+    from kiln.errors import KilnError
+
+    if isinstance(setting, bool):
+        return setting
+    if setting in (None, "auto"):
+        return int8_dot_products_saturate()
+    if isinstance(setting, str) and setting.lower() in ("true", "false"):
+        return setting.lower() == "true"
+    raise KilnError(f"reduce_range must be true, false or auto, not {setting!r}")
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

@@ -35,6 +35,9 @@ class CalibrationInfo(BaseModel):
     per_channel: bool = True
     activation_type: str = "uint8"
     weight_type: str = "int8"
+    # weights in 7 bits, for CPUs whose uint8×int8 kernels saturate (hardware.int8_dot_products_saturate);
+    # engines built before this field existed used 8 bits
+    reduce_range: bool = False
 
 
 class ValidationReport(BaseModel):

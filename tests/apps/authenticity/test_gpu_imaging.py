@@ -96,9 +96,9 @@ def test_headers_read_by_the_request_checks_are_not_read_again_by_the_gpu_decode
 
 
 def test_an_orientation_that_is_not_an_exif_value_is_ignored_as_on_the_cpu_path() -> None:
-    from kiln.apps.authenticity.imaging import read_header
-
     import struct
+
+    from kiln.apps.authenticity.imaging import read_header
 
     image = Image.new("RGB", (300, 200), (120, 80, 40))
     # one IFD entry: Orientation (0x0112) of type ASCII, "ab" (not one of the eight orientations)

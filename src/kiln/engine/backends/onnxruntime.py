@@ -18,7 +18,7 @@ from kiln.engine.calibrate import (
     files_digest,
 )
 from kiln.engine.export import export_onnx
-from kiln.engine.hardware import cpu_info, package_version
+from kiln.engine.hardware import cpu_info, int8_reduce_range, package_version
 from kiln.engine.inputs import InputSpec, is_image_model
 from kiln.engine.manifest import CalibrationInfo, EngineManifest, TensorSpec
 from kiln.engine.source import LoadedSource, external_data_files
@@ -133,6 +133,7 @@ def _quantize_int8(
         CalibrationMethod.ENTROPY: OrtCalibration.Entropy,
         CalibrationMethod.PERCENTILE: OrtCalibration.Percentile,
     }[request.calibration_method]
+    reduce_range = int8_reduce_range(request.options.get("reduce_range", "auto"))
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if request.calibration_method is CalibrationMethod.PERCENTILE:
         extra["CalibPercentile"] = float(request.options.get("calib_percentile", 99.999))
@@ -153,6 +154,7 @@ def _quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            reduce_range=reduce_range,
             extra_options=extra,
         )
     prepared.unlink(missing_ok=True)
@@ -163,7 +165,9 @@ def _quantize_int8(
         per_channel=True,
         activation_type="uint8",
         weight_type="int8",
+        reduce_range=reduce_range,
     )
+
 
 
 MAX_INLINE_BYTES = 2_000_000_000  # protobuf's 2 GiB message limit, with room for the graph
