@@ -18,21 +18,21 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PHOTO_BYTES = (188_724, 135_804, 224_277, 181_072, 120_767, 98_809)  # the 6 JPEGs of gpu_authenticity.py's case
+from store_writes import PHOTO_BYTES, machine_line, open_loop, percentile  # noqa: E402  the same case and load
+
 LAYOUTS = {"per_photo": "one file per photo, each synced (before; baseline)",
            "pack": "one pack per case, synced once (PhotoFiles.put)"}
 
@@ -69,23 +69,8 @@ def _writer(root: str, layout: str, rate: float, seconds: float, start_at: float
             _per_photo(Path(root), photos)
         latencies.append((time.perf_counter() - scheduled) * 1000)
 
-    offset = rng.random() / rate  # the processes do not write in lockstep
-    with ThreadPoolExecutor(threads) as pool:
-        begin = time.perf_counter() + max(0.0, start_at - time.time())
-        for index, photos in enumerate(cases):
-            scheduled = begin + offset + index / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(write, photos, scheduled)
+    open_loop(cases, rate, start_at, rng.random() / rate, threads, write)
     out.put(latencies)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], 2)
 
 
 def run(layout: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -127,7 +112,7 @@ def main() -> None:
     base, pack = rows
     ratio = {k: round(base[k] / pack[k], 2) if base[k] and pack[k] else None for k in ("p50_ms", "p95_ms", "p99_ms")}
     command = "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     lines = [
         "# A case's photo files: one file per photo vs one pack per case",
         "",

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,17 +79,28 @@ def _writer(url: str, mode: str, rate: float, seconds: float, start_at: float, s
         except Exception:  # counted and reported
             errors += 1
 
-    offset = rng.random() / rate  # the processes do not write in lockstep
+    open_loop(cases, rate, start_at, rng.random() / rate, threads, save)
+    store.close()
+    out.put({"latencies": latencies, "errors": errors})
+
+
+def open_loop(items: list[Any], rate: float, start_at: float, offset: float, threads: int,
+              work: Callable[[Any, float], None]) -> None:
+    """Hands ``items`` to ``work(item, scheduled)`` on a pool of ``threads`` at ``rate`` per second from the
+    wall-clock time ``start_at`` (one start for every process) plus ``offset`` (so that processes do not work
+    in lockstep), on a fixed schedule: an item that starts late counts its lateness."""
     with ThreadPoolExecutor(threads) as pool:
-        begin = time.perf_counter() + max(0.0, start_at - time.time())  # one wall-clock start for every process
-        for index, case in enumerate(cases):
+        begin = time.perf_counter() + max(0.0, start_at - time.time())
+        for index, item in enumerate(items):
             scheduled = begin + offset + index / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(save, case, scheduled)
-    store.close()
-    out.put({"latencies": latencies, "errors": errors})
+            pool.submit(work, item, scheduled)
+
+
+def machine_line() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -155,7 +167,7 @@ def main() -> None:
     ratio = ratios(base, files)
     ratio_background = ratios(background, files)
     command = "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     lines = [
         "# Case writes to a SQLite store: where the WAL checkpoints run, where the photos go",
         "",
