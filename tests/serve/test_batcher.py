@@ -331,3 +331,56 @@ async def test_request_whose_time_is_already_spent_fails_without_queueing() -> N
         assert runner.batches == [] and len(batcher.queue) == 0
     finally:
         await batcher.close()
+
+
+async def test_threads_submit_without_the_event_loop_and_share_batches_with_it() -> None:
+    # The engine host's link threads call submit_blocking; their requests batch with the loop's own.
+    runner = RecordingRunner(delay_s=0.02)
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=32, max_queue_delay_s=0.05)).start()
+    results: dict[int, dict[str, np.ndarray]] = {}
+
+    def call(i: int) -> None:
+        results[i] = batcher.submit_blocking(_x(2, float(i)), 2, timeout_s=10)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        from_loop = await asyncio.gather(*(batcher.submit(_x(1, 100.0 + i), 1, timeout_s=10) for i in range(4)))
+        await asyncio.to_thread(lambda: [thread.join(10) for thread in threads])
+    finally:
+        await batcher.close()
+    for i in range(6):
+        np.testing.assert_array_equal(results[i]["y"], np.full((2, 3), 2.0 * i, dtype=np.float32))
+    for i, out in enumerate(from_loop):
+        np.testing.assert_array_equal(out["y"], np.full((1, 3), 2.0 * (100 + i), dtype=np.float32))
+    assert sum(runner.batches) == 16
+    assert len(runner.batches) < 10, "thread-side and loop-side requests must share engine runs"
+
+
+async def test_a_thread_side_request_that_times_out_in_the_queue_is_removed_and_fails_504() -> None:
+    gate = threading.Event()
+
+    class Blocked(RecordingRunner):
+        def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            gate.wait(10)
+            return super().infer(inputs, check=check)
+
+    runner = Blocked()
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=1, max_queue_delay_s=0.0)).start()
+    try:
+        first = asyncio.create_task(batcher.submit(_x(1, 1.0), 1, timeout_s=10))  # holds the only instance
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match="waiting in the queue"):
+            await asyncio.to_thread(batcher.submit_blocking, _x(1, 2.0), 1, timeout_s=0.2)
+        assert 0.15 < time.monotonic() - start < 5
+        assert len(batcher.queue) == 0, "the timed-out request must leave the queue"
+        gate.set()
+        await first
+    finally:
+        gate.set()
+        await batcher.close()
+    assert runner.batches == [1], "the timed-out request must never reach the engine"
+    with pytest.raises(DeadlineExceededError, match="timeout passed"):
+        batcher.submit_blocking(_x(1, 3.0), 1, timeout_s=0)

@@ -11,17 +11,20 @@ The pieces, each testable without HTTP:
   run N batches concurrently), concatenates the requests' inputs, runs the engine, checks that it
   returned one output row per input row, and hands each request its slice of the outputs.
 - ``DynamicBatcher``: the asyncio face: ``submit`` enqueues and awaits the result with a
-  deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); a request whose estimated wait
+  deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); ``submit_blocking`` is the same
+  for a plain thread (the engine host's link threads), with no event loop in the way; a request whose estimated wait
   (queue depth × recent batch time) is already past its deadline is refused at once (503), and
   one whose deadline passed while it waited is dropped before it is computed; a watchdog replaces
   an instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.
 
-Results cross back to the event loop with one ``call_soon_threadsafe`` per batch, not per request.
+Results cross back to the event loop with one ``call_soon_threadsafe`` per batch, not per request;
+a request submitted from a thread gets its result straight from the instance thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -99,8 +102,10 @@ class Pending:
     signature: tuple[Any, ...]
     priority: int
     arrival: float
-    future: asyncio.Future[Tensors]
-    loop: asyncio.AbstractEventLoop
+    # an asyncio future completed on ``loop``, or (``loop`` None) a thread-safe one completed where
+    # the batch ran (``DynamicBatcher.submit_blocking``)
+    future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors]
+    loop: asyncio.AbstractEventLoop | None
     deadline: float = float("inf")  # time.monotonic() past which nobody waits for the result
     started: float = 0.0  # monotonic: when its batch was taken by an instance
     finished: float = 0.0  # monotonic: when its batch's outputs were ready
@@ -291,14 +296,16 @@ def _close_runner(runner: InstanceRunner) -> None:
 
 
 def _deliver(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
-    """Runs on the event loop: completes each request's future once."""
+    """Completes each request's future once: on its event loop, or (thread-side requests) anywhere."""
     for request, outcome in results:
         if request.future.done():
             continue
-        if isinstance(outcome, BaseException):
-            request.future.set_exception(outcome)
-        else:
-            request.future.set_result(outcome)
+        # a thread-side future may be completed by its caller's timeout meanwhile: the first one wins
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
 
 
 def run_batch(runner: InstanceRunner, batch: list[Pending]) -> tuple[list[Tensors] | BaseException, float, float, float]:
@@ -406,11 +413,14 @@ class Instance:
 
 
 def _post(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
-    """Hands results to their event loops: one callback per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Tensors | BaseException]]] = {}
+    """Hands results to their event loops: one callback per loop; thread-side requests at once."""
+    by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[Pending, Tensors | BaseException]]] = {}
     for request, result in results:
         by_loop.setdefault(request.loop, []).append((request, result))
     for loop, items in by_loop.items():
+        if loop is None:
+            _deliver(items)
+            continue
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for these results
             loop.call_soon_threadsafe(_deliver, items)
 
@@ -485,6 +495,38 @@ class DynamicBatcher:
             timings.add("infer", request.finished - request.started)
             timings.add("resume", time.monotonic() - request.finished)
         return outputs
+
+    def submit_blocking(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float) -> Tensors:
+        """``submit`` for a plain thread: blocks until the outputs are ready, with the same errors.
+
+        The request goes into the queue from this thread and its result comes back from the
+        instance thread that ran its batch, with no event loop in between (the engine host's link
+        threads call this: two loop hand-offs per call were its bottleneck).
+        """
+        now = time.monotonic()
+        if timeout_s <= 0:
+            self.observer.rejected("timeout")
+            raise DeadlineExceededError(f"{self.name}: the request's timeout passed before it reached the model",
+                                        hint="raise the timeout or lower the load")
+        future: concurrent.futures.Future[Tensors] = concurrent.futures.Future()
+        request = Pending(inputs, items, signature_of(inputs), priority, now, future, None, deadline=now + timeout_s)
+        self.queue.put(request)
+        try:
+            return future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            pass
+        queued = self.queue.discard(request)
+        error = DeadlineExceededError(
+            f"{self.name}: the request did not complete within {timeout_s:g} s "
+            f"({'waiting in the queue' if queued else 'while its batch was running'})",
+            hint="raise the timeout or lower the load",
+        )
+        try:
+            future.set_exception(error)
+        except concurrent.futures.InvalidStateError:  # the batch finished just now: its result stands
+            return future.result()
+        self.observer.rejected("timeout")
+        raise error
 
     def _expire(self, request: Pending, timeout_s: float) -> None:
         if request.future.done():

@@ -7,8 +7,9 @@ side (HTTP, gRPC, apps, per-request checks) and send their batches to this proce
 ``ServedModel`` per model version, batching the calls of all workers together on one CUDA context.
 
 Each connection is one remote engine instance of one worker (``remote_runner.RemoteRunner``), served
-by its own thread: read a frame, hand the inputs (views of the worker's shared memory region) to the
-model's batcher on the host's event loop, wait, send the outputs. A model is loaded by the first
+by its own thread: read a frame, put the inputs (views of the worker's shared memory region) into the
+model's batch queue, wait for the instance thread that runs the batch to hand back the outputs, send
+them. The host's event loop only loads and closes models. A model is loaded by the first
 connection that attaches to it and closed when the last one leaves.
 """
 
@@ -174,7 +175,7 @@ class EngineHost:
             # the worker has checked the request against the model; the host only runs it, within
             # what is left of the batch's deadline
             timeout = min(float(meta.get("timeout_s", served.config.timeout_s)), served.config.timeout_s)
-            outputs = self._call(self._submit(served, inputs, int(meta.get("priority", 0)), timeout))
+            outputs = self._submit(served, inputs, int(meta.get("priority", 0)), timeout)
         except Exception as exc:  # errors go back to the worker, which answers its client
             send_frame(sock, error_meta(exc))
             return
@@ -187,15 +188,19 @@ class EngineHost:
             target[...] = outputs[entry["name"]]
         send_frame(sock, {"ok": True, "outputs": entries}, [payload])
 
-    # --- on the event loop -----------------------------------------------------------------------
     @staticmethod
-    async def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float) -> dict[str, Any]:
-        if not served.ready or served.batcher is None:
+    def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float) -> dict[str, Any]:
+        """On the link's thread: straight into the model's batch queue, the result straight back from
+        the instance that ran the batch (no hand-off to the event loop and back per call)."""
+        batcher = served.batcher
+        if not served.ready or batcher is None:
             raise UnavailableError(f"model {served.name!r} version {served.version} is not ready in the engine host")
         items = next(iter(inputs.values())).shape[0]
         if not 1 <= items <= served.max_batch_size:  # the batcher would never dispatch it
             raise KilnError(f"model {served.name!r}: batch {items} is outside 1..max_batch_size {served.max_batch_size}")
-        return await served.batcher.submit(inputs, items, priority=priority, timeout_s=timeout_s)
+        return batcher.submit_blocking(inputs, items, priority=priority, timeout_s=timeout_s)
+
+    # --- on the event loop -----------------------------------------------------------------------
 
     async def _attach(self, meta: dict[str, Any]) -> HostedModel:
         config = ModelConfig.model_validate(meta["config"])
