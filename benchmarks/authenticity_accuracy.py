@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=900, help="training cases (train + validation)")
     parser.add_argument("--test-cases", type=int, default=400, help="cases per test set")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's default)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds of training: keep as many of --epochs as fit after the first (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     parser.add_argument("--size", type=int, default=176, help="synthetic photo size in pixels")
     parser.add_argument("--backbone", default=None, help="timm backbone (default: the CLI's default)")
@@ -141,7 +143,8 @@ def main() -> None:
     checkpoint = work / "auth.pt"
     recipe = {name: value for name, value in (("epochs", args.epochs), ("backbone", args.backbone), ("width", args.width),
                                               ("image_size", args.image_size), ("batch_size", args.batch_size),
-                                              ("lr", args.lr), ("threads", args.threads), ("pooling", args.pooling))
+                                              ("lr", args.lr), ("threads", args.threads), ("pooling", args.pooling),
+                                              ("time_budget_s", args.time_budget))
               if value is not None}
     config = TrainConfig(device=args.device, design_heads=args.design_heads, amp=not args.no_amp, **recipe)
     if not checkpoint.is_file():

@@ -75,6 +75,9 @@ def train_cmd(
     backbone: Annotated[str, typer.Option(help="timm backbone (random init unless --pretrained)")] = "resnet10t",
     width: Annotated[float, typer.Option(help="channel width multiplier for ResNet backbones")] = 0.5,
     epochs: Annotated[int, typer.Option(help="passes over the training photos")] = 10,
+    time_budget: Annotated[float | None, typer.Option(
+        help="seconds of training: after the first epoch, keep as many of --epochs as fit (the schedule is re-planned)"
+    )] = None,
     image_size: Annotated[int, typer.Option(help="model input size in pixels (square)")] = 160,
     batch_size: Annotated[int, typer.Option(help="photos per training step")] = 48,
     lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle schedule)")] = 3e-3,
@@ -104,7 +107,7 @@ def train_cmd(
         raise KilnError(f"--pretrained {pretrained} is not a file")
     _check_thresholds(target_precision, min_confidence)
     config = TrainConfig(
-        backbone=backbone, width=width, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
+        backbone=backbone, width=width, epochs=epochs, time_budget_s=time_budget, image_size=image_size, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, target_precision=target_precision, min_confidence=min_confidence,
         min_authentic_views=min_authentic_views,
         pretrained=pretrained, threads=threads, seed=seed, device=device, design_heads=design_heads, amp=amp,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,9 @@ class TrainConfig:
     backbone: str = DEFAULT_BACKBONE
     width: float = DEFAULT_WIDTH
     epochs: int = 10
+    # seconds of training (epochs with their validation pass): after the first epoch the run keeps as
+    # many of ``epochs`` as fit and re-plans the learning-rate schedule for them; None: all ``epochs``
+    time_budget_s: float | None = None
     image_size: int = DEFAULT_IMAGE_SIZE
     batch_size: int = 48
     lr: float = 3e-3
@@ -371,6 +375,8 @@ def train(
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
     if config.epochs < 1:
         raise KilnError(f"--epochs {config.epochs} must be at least 1")
+    if config.time_budget_s is not None and not config.time_budget_s > 0:
+        raise KilnError(f"--time-budget {config.time_budget_s:g} must be more than 0 seconds")
     if not 32 <= config.image_size <= 512:
         raise KilnError(f"--image-size {config.image_size} is out of range 32..512")
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
@@ -405,19 +411,21 @@ def train(
     optimizer = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     sampler = PairSampler(train_set.photos, config.batch_size, generator)
     steps_per_epoch = sampler.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
+    schedule = one_cycle(optimizer, config.lr, config.epochs * steps_per_epoch)
+    epochs = config.epochs
+    training_start = time.perf_counter()
     # The training photos and masks live where the network does when they fit (a GPU then indexes its
     # batches itself instead of receiving a copy per step); on the CPU these share the arrays' memory.
     train_pixels, train_masks = _resident(train_big.pixels, masks, device)
     history: list[EpochStats] = []
-    for epoch in range(1, config.epochs + 1):
+    epoch = 0
+    while epoch < epochs:
+        epoch += 1
         model.train()
         epoch_start = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
         seen = 0
-        with reporter.task(f"epoch {epoch}/{config.epochs}", total=steps_per_epoch) as task:
+        with reporter.task(f"epoch {epoch}/{epochs}", total=steps_per_epoch) as task:
             for batch in sampler.epoch():
                 # (a pinned, non-blocking copy: a copy from pageable memory would wait for the GPU every step)
                 host_index = torch.from_numpy(batch)
@@ -462,6 +470,12 @@ def train(
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
+        if epoch == 1 and config.time_budget_s is not None:
+            fitting = epochs_within(config.time_budget_s, time.perf_counter() - training_start, config.epochs)
+            if fitting < epochs:
+                epochs = fitting
+                if epochs > 1:  # the rest of a schedule planned for the epochs that fit
+                    schedule = one_cycle(optimizer, config.lr, epochs * steps_per_epoch, done=steps_per_epoch)
 
     with reporter.task("calibrate on validation cases", total=1) as task:
         calibration = calibrate(model, train_eval, val, config, dataset, designs)
@@ -473,6 +487,24 @@ def train(
     torch.save({"state_dict": model.state_dict(), "kiln_extra": calibration.model_dump(mode="json")}, tmp)
     tmp.replace(checkpoint)
     return TrainResult(checkpoint, calibration, history, time.perf_counter() - started)
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int, done: int = 0) -> Any:
+    """The one-cycle learning-rate schedule over ``total_steps``, moved on past the ``done`` steps
+    already taken (a schedule re-planned mid-run, ``TrainConfig.time_budget_s``)."""
+    import torch
+
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+    with warnings.catch_warnings():  # "step() before optimizer.step()": these steps were taken under the old plan
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(done):
+            schedule.step()
+    return schedule
+
+
+def epochs_within(budget_s: float, first_epoch_s: float, most: int) -> int:
+    """How many epochs of ``first_epoch_s`` each fit in ``budget_s`` (at least the one that ran, at most ``most``)."""
+    return max(1, min(most, math.floor(budget_s / max(first_epoch_s, 1e-9))))
 
 
 def _case_groups(photos: list[Photo]) -> dict[str, list[int]]:
