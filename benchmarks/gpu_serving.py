@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,51 @@ def _collect(outs: list[Path]) -> dict[str, Any]:
     }
 
 
+def _profile(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy on the server and its children (workers, engine host) for a few seconds of this point,
+    sampling only the thread that holds each process's GIL: a process's samples over rate × seconds
+    is the share of the time its interpreter was busy."""
+    if not Path(args.py_spy).exists():
+        print(f"no py-spy at {args.py_spy}: no profile", flush=True)
+        return None
+    time.sleep(2.5)  # past the clients' warm-up
+    return subprocess.Popen([args.py_spy, "record", "--subprocesses", "--gil", "--nonblocking", "-p", str(pid), "-r", "200",
+                             "-d", str(args.profile_seconds), "-f", "raw", "-o", str(args.out.with_suffix(".pyspy.txt"))],
+                            stdout=subprocess.DEVNULL, stderr=args.out.with_suffix(".pyspy.log").open("wb"))
+
+
+def _profile_summary(path: Path, instants: float, top: int = 14) -> dict[str, Any]:
+    """Per process (py-spy's root frame names it): GIL-holding samples, their share of the
+    ``instants`` sampled (rate × seconds), and the functions they were in (leaf frames)."""
+    if not path.is_file():
+        log = path.with_suffix(".log")
+        return {"table": "py-spy wrote no profile: " + (log.read_text()[-400:] if log.is_file() else "")}
+    per_process: dict[str, dict[str, int]] = {}
+    roles: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        owners = [f for f in frames if f.startswith("process ")]  # parent;child;...: the last one ran it
+        if not count.isdigit() or not owners or frames[-1].startswith("process "):
+            continue
+        pid = owners[-1].split(":", 1)[0].removeprefix("process ")
+        if any("engine_host.py" in f for f in frames):
+            roles[pid] = "engine host"
+        elif any("uvicorn" in f or "grpc" in f for f in frames):
+            roles.setdefault(pid, "server worker")
+        leaves = per_process.setdefault(pid, {})
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + int(count)
+    per_process = {f"pid {pid} ({roles.get(pid, 'supervisor')})": leaves for pid, leaves in per_process.items()}
+    lines, summary = [], {}
+    for process, leaves in sorted(per_process.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(leaves.values())
+        ranked = sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
+        summary[process] = {"samples": total, "gil_busy": round(total / instants, 3), "top": ranked}
+        lines.append(f"== {process}: {total} samples, GIL held {100 * total / instants:.0f}% of the time")
+        lines += [f"  {100 * n / total:5.1f}%  {frame[:140]}" for frame, n in ranked]
+    return {"processes": summary, "table": "\n".join(lines)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="resnet50")
@@ -89,6 +135,10 @@ def main() -> None:
     parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
     parser.add_argument("--cache", type=Path, default=None, help="engine cache to reuse between runs (default: a fresh one)")
     parser.add_argument("--skip-single", action="store_true", help="skip the concurrency 1 and 64 single-image runs")
+    parser.add_argument("--profile-at", type=int, default=None,
+                        help="at this sweep point, sample the server's processes with py-spy (written beside --out)")
+    parser.add_argument("--profile-seconds", type=int, default=4)
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/site/bin/py-spy", help="py-spy executable")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     require_modules(SERVER_MODULES)  # before minutes of engine building: the server must be able to start
@@ -171,8 +221,13 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+            profiler = _profile(args, server.pid) if per_client == args.profile_at else None
             for p in procs:
                 p.wait()
+            if profiler is not None:
+                profiler.wait()
+                result["profile"] = _profile_summary(args.out.with_suffix(".pyspy.txt"), 200 * args.profile_seconds)
+                print(result["profile"]["table"], flush=True)
             stop.set()
             sampler.join()
             row = {
