@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "kiln.cli.worker",
     "kiln.cli.demo",
     "kiln.cli.keys",
+    "kiln.cli.store",
 )
 
 

@@ -7,6 +7,7 @@ Every method opens its own short session, so the store is safe to call from work
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from sqlalchemy.pool import StaticPool
 from kiln.errors import KilnError, NotFoundError, UnavailableError
 from kiln.serve.store.checkpoint import WalCheckpointer
 from kiln.serve.store.models import CaseImageRecord, CaseRecord, JobRecord, ReferenceRecord, utcnow
-from kiln.serve.store.photo_files import PhotoFiles, StagedPhotos
+from kiln.serve.store.photo_files import PhotoFiles, StagedPhotos, Sweep, file_name
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,19 @@ class Store:
                 .where(CaseImageRecord.case_id == case_id).order_by(CaseImageRecord.position)
             ).all())
         return self._with_bytes(images)
+
+    def sweep_photo_files(self, older_than_s: float = 3600.0, *, dry_run: bool = False) -> Sweep:
+        """Removes photo files beside the database that no row names, last written more than
+        ``older_than_s`` ago: what a process that died between writing a case's pack and committing
+        its rows left behind (``photo_files.PhotoFiles.sweep``). Safe while servers run."""
+        if self.photos is None:
+            raise KilnError(f"{self.url} keeps its photos inside the database: there are no photo files to sweep",
+                            hint="photo files exist only beside a SQLite database (KILN_PHOTO_FILES=1)")
+        now = time.time()  # before the rows are read (see PhotoFiles.sweep)
+        with self.session() as session:
+            referenced = {file_name(ref) for ref in session.scalars(
+                select(CaseImageRecord.photo_file).where(CaseImageRecord.photo_file.is_not(None)).distinct()) if ref}
+        return self.photos.sweep(referenced, older_than_s, dry_run=dry_run, now=now)
 
     def _with_bytes(self, images: list[CaseImageRecord]) -> list[CaseImageRecord]:
         """Fills ``data`` from the photo files of rows that name one (after their session closed, so

@@ -15,7 +15,8 @@ here, outside any transaction, the photos leave the database a small row each
 - The pack is complete before the rows that name it commit (written to a temporary name, then
   renamed), so a committed case never points at a partial photo. A save whose transaction fails
   (an error, or a case id that is already stored) removes its pack; only a process that dies
-  between writing a pack and committing leaves one (or a ``.part``) that no row names.
+  between writing a pack and committing leaves one (or a ``.part``) that no row names, and
+  ``sweep`` (``kiln store sweep-photos``) removes those once they are older than any save can take.
 - The pack's data is synced before its rename; the rename itself is not (the directory is not
   synced: one more disk flush per save), so after a power cut a surviving row may name a pack that
   is still under its temporary name, and reading falls back to that name (its bytes are checked
@@ -37,9 +38,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.errors import KilnError
@@ -47,6 +49,26 @@ from kiln.errors import KilnError
 _NAME = re.compile(r"^[0-9a-f]{64}$")  # a file of one photo, named by its SHA-256 (before packs)
 _PACK = re.compile(r"^[0-9a-f]{32}$")
 _REF = re.compile(r"^([0-9a-f]{32}):([0-9]{1,12}):([0-9]{1,12})$")  # PACK:OFFSET:LENGTH
+_PARTIAL = re.compile(r"^\.([0-9a-f]{32})\.part$")
+_PACK_FILE = re.compile(r"^([0-9a-f]{32})\.pack$")
+
+
+def file_name(ref: str) -> str:
+    """The name of the file a row's reference reads from: its pack, or its one-photo file."""
+    match = _REF.match(ref)
+    return match.group(1) if match else ref
+
+
+@dataclass
+class Sweep:
+    """What ``PhotoFiles.sweep`` found: files no row names, old enough to go (removed unless a dry
+    run), and how many were too recent to judge (a save may be writing them)."""
+
+    unreferenced: list[Path] = field(default_factory=list)
+    bytes: int = 0
+    recent: int = 0
+    kept: int = 0
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,51 @@ class PhotoFiles:
             raise KilnError(f"photo file {ref} in {self.root} is damaged (its bytes no longer match their SHA-256)",
                             status=500, hint="restore it from the backup of the photos folder")
         return data
+
+    def _files(self) -> Iterator[tuple[str, Path]]:
+        """Every photo file under the root with the name rows use for it (pack, or one-photo digest);
+        a ``.part`` answers to its pack's name (a reader falls back to it)."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if not (folder.is_dir() and len(folder.name) == 2):
+                continue
+            for path in sorted(folder.iterdir()):
+                match = _PACK_FILE.match(path.name) or _PARTIAL.match(path.name)
+                if match:
+                    yield match.group(1), path
+                elif _NAME.match(path.name):
+                    yield path.name, path
+
+    def sweep(self, referenced: Collection[str], older_than_s: float, *, dry_run: bool = False,
+              now: float | None = None) -> Sweep:
+        """Removes the files that no name in ``referenced`` (``file_name`` of every row's reference)
+        points at and that were last written more than ``older_than_s`` ago. ``referenced`` must be
+        read after ``now`` (default: the call's start): a save commits its rows after writing its
+        pack, so a file older than the cutoff that no row named then belongs to a save that died."""
+        if older_than_s < 60:
+            raise KilnError(f"--older-than {older_than_s:g} s is too short: a save in progress could lose its photos",
+                            hint="keep at least 60 s (the default is an hour)")
+        cutoff = (time.time() if now is None else now) - older_than_s
+        found = Sweep()
+        for name, path in self._files():
+            if name in referenced:
+                found.kept += 1
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed meanwhile (a discard, another sweep)
+                continue
+            if stat.st_mtime >= cutoff:
+                found.recent += 1
+                continue
+            found.unreferenced.append(path)
+            found.bytes += stat.st_size
+        if not dry_run:
+            for path in found.unreferenced:
+                path.unlink(missing_ok=True)
+            found.removed = True
+        return found
 
     @staticmethod
     def _read(path: Path, offset: int, length: int) -> bytes:
