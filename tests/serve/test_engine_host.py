@@ -244,3 +244,30 @@ def test_an_unclosed_runner_releases_its_link_and_region(host: RunningHost, tmp_
         time.sleep(0.02)
     assert len(os.listdir("/proc/self/fd")) == before
     warm.close()
+
+
+def test_a_host_that_owns_its_process_freezes_its_heap_after_each_load(tmp_path: Path, engines: Engines,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.serve.engine_host as engine_host
+
+    frozen: list[int] = []
+    monkeypatch.setattr(engine_host, "freeze_heap", lambda: frozen.append(len(frozen)) or 0)
+    served = _served(tmp_path / "repo", engines, {"max_batch_size": 8, "max_queue_delay_us": 0})
+    embedded = RunningHost(str(tmp_path / "embedded.sock")).start()  # an embedder's process: its heap is its own
+    try:
+        RemoteRunner(embedded.address, "long", "1", served.directory, served.config).close()
+    finally:
+        embedded.stop()
+    assert frozen == []
+    owning = RunningHost(str(tmp_path / "owning.sock"))
+    owning.host.freeze_heap = True  # what host_main, the host process's entry point, sets
+    owning.start()
+    try:
+        runner = RemoteRunner(owning.address, "long", "1", served.directory, served.config)
+        again = RemoteRunner(owning.address, "long", "1", served.directory, served.config)  # the model is loaded: no new freeze
+        assert runner.infer({"x": np.array([[1, 2, 3]], np.int64)})["y"].tolist() == [[3, 6, 9]]
+        runner.close()
+        again.close()
+    finally:
+        owning.stop()
+    assert frozen == [0], "one freeze per model load"

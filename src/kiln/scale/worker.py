@@ -57,6 +57,7 @@ class WorkerOptions:
     retry_pause_s: float = 1.0
     webhook_secret: str | None = None
     webhook_takeover_s: float | None = None  # None: the sender's lease (RetryPolicy.lease_s)
+    freeze_heap: bool = False  # gc.freeze once the engine is warm (the CLI's own process; kiln.heap)
 
 
 @dataclass
@@ -101,6 +102,10 @@ class Worker:
                             hint="point --repo at a model repository holding REPO/authenticity/1/")
         self.service = AuthenticityService(inference, self.store, model_name=o.model_name)
         await self.service.start()
+        if o.freeze_heap:
+            from kiln.heap import freeze_heap
+
+            freeze_heap()
         store = self.store
         self.webhooks = WebhookSender(
             o.webhook_secret,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
+from kiln.heap import freeze_heap
 from kiln.serve.engine_link import LinkClosedError, Region, layout, recv_frame, send_frame, views
 from kiln.serve.model import ServedModel
 from kiln.serve.model_config import ModelConfig
@@ -58,8 +59,11 @@ class HostedModel:
 class EngineHost:
     """Serves engine calls on a Unix socket at ``address`` until ``stop`` is set."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, freeze_heap: bool = False) -> None:
+        """``freeze_heap``: after each model loads, move the heap out of the garbage collector's
+        reach (``kiln.heap``; the host process's own, not an embedder's)."""
         self.address = address
+        self.freeze_heap = freeze_heap
         self._models: dict[str, HostedModel] = {}
         self._loading: dict[str, asyncio.Task[HostedModel]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,6 +227,8 @@ class EngineHost:
             served.start(runners, None)
             hosted = HostedModel(key, served)
             self._models[key] = hosted
+            if self.freeze_heap:  # torch, the compiled model and its graphs: walked by every full collection otherwise
+                freeze_heap()
             log.info("engine host: model %s version %s ready (%d instance(s), max batch %d)",
                      name, version, config.instances, served.max_batch_size)
             return hosted
@@ -251,6 +257,6 @@ def host_main(address: str, ready: Any, log_level: str, parent: int | None = Non
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await EngineHost(address).serve(stop, on_ready=lambda: ready.send(True))
+        await EngineHost(address, freeze_heap=True).serve(stop, on_ready=lambda: ready.send(True))
 
     asyncio.run(main())

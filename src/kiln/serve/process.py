@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import importlib.util
 import ipaddress
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError
+from kiln.heap import freeze_heap
 
 if TYPE_CHECKING:
     from kiln.security.access import AccessControl
@@ -121,13 +121,11 @@ async def freeze_heap_when_started(state: ServerState, poll_s: float = 0.2) -> N
 
     Without it each full collection walks that whole heap: about 0.3 s on a loaded 2-core machine,
     every request in flight waiting on it, which is what set the server's p99 under load. Objects
-    made afterwards are collected as before.
+    made afterwards are collected as before (``kiln.heap``).
     """
     while not (state.started or state.startup_error):
         await asyncio.sleep(poll_s)
-    gc.collect()
-    gc.freeze()
-    log.debug("froze %d start-up objects out of the garbage collector's reach", gc.get_freeze_count())
+    freeze_heap()
 
 
 async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | None = None) -> None:
