@@ -295,17 +295,23 @@ def _close_runner(runner: InstanceRunner) -> None:
             log.exception("closing an engine instance failed")
 
 
-def _deliver(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
-    """Completes each request's future once: on its event loop, or (thread-side requests) anywhere."""
+def _deliver(results: list[tuple[Pending, Tensors | BaseException]],
+             on_error_delivered: Callable[[], None] | None = None) -> None:
+    """Completes each request's future once: on its event loop, or (thread-side requests) anywhere;
+    ``on_error_delivered`` runs for each error that did complete its future."""
     for request, outcome in results:
         if request.future.done():
             continue
         # a thread-side future may be completed by its caller's timeout meanwhile: the first one wins
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
+        try:
             if isinstance(outcome, BaseException):
                 request.future.set_exception(outcome)
+                if on_error_delivered is not None:
+                    on_error_delivered()
             else:
                 request.future.set_result(outcome)
+        except concurrent.futures.InvalidStateError:
+            continue
 
 
 def run_batch(runner: InstanceRunner, batch: list[Pending]) -> tuple[list[Tensors] | BaseException, float, float, float]:
@@ -387,9 +393,9 @@ class Instance:
         started = time.monotonic()
         expired = [r for r in batch if r.deadline <= started]
         if expired:  # their callers have their 504 (or soon will): no engine time for them
-            for _ in expired:
-                self.observer.rejected("timeout")
-            _post([(r, _deadline_error(self.queue.name, r, "waiting in the queue")) for r in expired])
+            # counted where the 504 lands: the caller's own timeout may have answered first (and counted)
+            _post([(r, _deadline_error(self.queue.name, r, "waiting in the queue")) for r in expired],
+                  on_error_delivered=lambda: self.observer.rejected("timeout"))
             batch = [r for r in batch if r.deadline > started]
             if not batch:
                 return
@@ -412,17 +418,18 @@ class Instance:
         _post(results)
 
 
-def _post(results: list[tuple[Pending, Tensors | BaseException]]) -> None:
+def _post(results: list[tuple[Pending, Tensors | BaseException]],
+          on_error_delivered: Callable[[], None] | None = None) -> None:
     """Hands results to their event loops: one callback per loop; thread-side requests at once."""
     by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[Pending, Tensors | BaseException]]] = {}
     for request, result in results:
         by_loop.setdefault(request.loop, []).append((request, result))
     for loop, items in by_loop.items():
         if loop is None:
-            _deliver(items)
+            _deliver(items, on_error_delivered)
             continue
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for these results
-            loop.call_soon_threadsafe(_deliver, items)
+            loop.call_soon_threadsafe(_deliver, items, on_error_delivered)
 
 
 def _deadline_error(name: str, request: Pending, where: str) -> DeadlineExceededError:
@@ -512,7 +519,7 @@ class DynamicBatcher:
         request = Pending(inputs, items, signature_of(inputs), priority, now, future, None, deadline=now + timeout_s)
         self.queue.put(request)
         try:
-            return future.result(timeout=timeout_s)
+            return future.result(timeout=max(0.0, request.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             pass
         queued = self.queue.discard(request)
