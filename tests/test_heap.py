@@ -23,7 +23,15 @@ later = Node(); later.self = later              # a cycle made after start-up, t
 probe = weakref.ref(later)
 del later
 gc.collect()
-print(json.dumps({"frozen": frozen, "still_frozen": kept_frozen, "later_collected": probe() is None}))
+old = Node(); old.self = old                    # a cycle frozen with the heap (a model loaded then)...
+old_probe = weakref.ref(old)
+freeze_heap()
+del old                                         # ...and dropped later (the model closed)
+gc.collect()
+frozen_cycle_kept = old_probe() is not None     # a collection leaves it alone
+freeze_heap()                                   # the next freeze (the next model's load) takes it
+print(json.dumps({"frozen": frozen, "still_frozen": kept_frozen, "later_collected": probe() is None,
+                  "frozen_cycle_kept": frozen_cycle_kept, "refreeze_collected": old_probe() is None}))
 """
 
 
@@ -33,3 +41,5 @@ def test_freeze_moves_the_heap_out_of_reach_and_later_garbage_is_still_collected
     assert result["frozen"] > 1000, "the interpreter's own start-up objects at least"
     assert result["still_frozen"] == result["frozen"], "collections leave frozen objects alone"
     assert result["later_collected"] is True
+    assert result["frozen_cycle_kept"] is True, "collections skip frozen objects"
+    assert result["refreeze_collected"] is True, "a new freeze collects the cycles dropped since the last"

@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def freeze_heap() -> int:
-    """Collects what is already garbage, then freezes the rest; returns how many objects are frozen."""
+    """Collects what is garbage, then freezes the rest; returns how many objects are frozen.
+
+    Frozen objects still go when their last reference does, but cycles among them are never
+    collected; so each call first unfreezes the heap, and the collection that follows takes the
+    cycles of whatever was dropped since the last call (the engine host calls this after each model
+    load, so a model it closed earlier is collected then: one full collection per load)."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     count = gc.get_freeze_count()

@@ -228,7 +228,7 @@ class EngineHost:
             hosted = HostedModel(key, served)
             self._models[key] = hosted
             if self.freeze_heap:  # torch, the compiled model and its graphs: walked by every full collection otherwise
-                freeze_heap()
+                freeze_heap()  # (also collects the cycles of models closed since the last load)
             log.info("engine host: model %s version %s ready (%d instance(s), max batch %d)",
                      name, version, config.instances, served.max_batch_size)
             return hosted
