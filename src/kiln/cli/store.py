@@ -16,11 +16,13 @@ _DB = typer.Option("--db", help="SQLAlchemy URL of the server's database (defaul
 @store_app.command("sweep-photos")
 def sweep_photos(
     db: Annotated[str | None, _DB] = None,
-    older_than: Annotated[float, typer.Option("--older-than", help="only files last written this many seconds ago or more")] = 3600.0,
+    older_than: Annotated[float, typer.Option("--older-than", help="only files last written this many seconds ago or more (at least 600)")] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; remove nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Remove photo files that no case names (left by a server process that died mid-save)."""
+    """Remove photo files that no case names (left by a server process that died mid-save).
+
+    Safe while servers of this version run; not while older ones (one file per photo) write to the store."""
     from sqlalchemy.engine import make_url
 
     from kiln.cli.console import console
@@ -39,13 +41,17 @@ def sweep_photos(
         store.close()
     if as_json:
         print(json.dumps({"unreferenced": [str(p) for p in found.unreferenced], "bytes": found.bytes,
-                          "removed": found.removed, "kept": found.kept, "recent": found.recent}))
-        return
-    verb = "removed" if found.removed else "would remove"
-    console.print(f"{verb} {len(found.unreferenced)} unreferenced photo file(s), {found.bytes / 1e6:.1f} MB; "
-                  f"{found.kept} named by cases, {found.recent} too recent to judge", highlight=False)
-    for path in found.unreferenced if dry_run else []:
-        console.print(f"  {path}", highlight=False)
+                          "removed": found.removed, "kept": found.kept, "recent": found.recent, "failed": found.failed}))
+    else:
+        verb = "removed" if found.removed else "would remove"
+        console.print(f"{verb} {len(found.unreferenced) - len(found.failed)} unreferenced photo file(s), "
+                      f"{found.bytes / 1e6:.1f} MB; {found.kept} named by cases, {found.recent} too recent to judge",
+                      highlight=False)
+        for path in found.unreferenced if dry_run else []:
+            console.print(f"  {path}", highlight=False)
+    if found.failed:
+        raise KilnError(f"{len(found.failed)} file(s) could not be removed: " + "; ".join(found.failed[:5]),
+                        hint="check the photo folder's permissions")
 
 
 def register(app: typer.Typer) -> None:

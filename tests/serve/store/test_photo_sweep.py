@@ -105,3 +105,21 @@ def test_the_command_reports_and_removes_and_names_bad_arguments(tmp_path: Path)
     missing = _kiln("store", "sweep-photos", "--db", f"sqlite:///{tmp_path / 'nothing.db'}")
     assert missing.returncode != 0 and "no database file" in missing.stderr + missing.stdout
     assert not (tmp_path / "nothing.db").exists(), "a sweep must not create a database"
+
+
+def test_a_pack_staged_long_ago_is_young_once_placed_and_links_are_not_followed(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    assert store.photos is not None
+    staged = store.photos.stage([b"\xff\xd8staged before a long engine call"])
+    _age(staged.partial, 7200)
+    placed = store.photos.path(file_name(store.photos.place(staged)[0]))  # its save is about to commit the rows
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "ab").mkdir(parents=True)
+    outside = elsewhere / "ab" / ("0" * 32 + ".pack")
+    outside.write_bytes(b"not this store's")
+    _age(outside, 7200)
+    (tmp_path / "kiln.db.photos" / "cd").symlink_to(elsewhere / "ab", target_is_directory=True)
+    found = store.sweep_photo_files(3600)
+    assert found.unreferenced == [] and found.recent == 1
+    assert placed.exists() and outside.exists()
+    store.close()

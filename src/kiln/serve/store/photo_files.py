@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,16 +58,20 @@ def file_name(ref: str) -> str:
     return match.group(1) if match else ref
 
 
+MIN_SWEEP_AGE_S = 600.0  # a request that stages its photos must reach its save within this
+
+
 @dataclass
 class Sweep:
     """What ``PhotoFiles.sweep`` found: files no row names, old enough to go (removed unless a dry
-    run), and how many were too recent to judge (a save may be writing them)."""
+    run), how many were too recent to judge (a save may be writing them), and those it could not remove."""
 
     unreferenced: list[Path] = field(default_factory=list)
     bytes: int = 0
     recent: int = 0
     kept: int = 0
     removed: bool = False
+    failed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,10 @@ class PhotoFiles:
 
     def place(self, staged: StagedPhotos) -> list[str]:
         """Renames a staged pack into place (a rename: the bytes were synced by ``stage``)."""
+        target = self.path(staged.pack)
         try:
-            os.replace(staged.partial, self.path(staged.pack))
+            os.replace(staged.partial, target)
+            os.utime(target)  # its age now counts from here, just before its rows commit (``sweep``)
         except BaseException:
             staged.partial.unlink(missing_ok=True)
             raise
@@ -179,25 +184,29 @@ class PhotoFiles:
         if not self.root.is_dir():
             return
         for folder in sorted(self.root.iterdir()):
-            if not (folder.is_dir() and len(folder.name) == 2):
-                continue
+            if folder.is_symlink() or not (folder.is_dir() and len(folder.name) == 2):
+                continue  # never follow a link out of this folder
             for path in sorted(folder.iterdir()):
+                if path.is_symlink() or not path.is_file():
+                    continue
                 match = _PACK_FILE.match(path.name) or _PARTIAL.match(path.name)
                 if match:
                     yield match.group(1), path
                 elif _NAME.match(path.name):
                     yield path.name, path
 
-    def sweep(self, referenced: Collection[str], older_than_s: float, *, dry_run: bool = False,
-              now: float | None = None) -> Sweep:
+    def sweep(self, referenced: Collection[str], older_than_s: float, *, now: float, dry_run: bool = False) -> Sweep:
         """Removes the files that no name in ``referenced`` (``file_name`` of every row's reference)
-        points at and that were last written more than ``older_than_s`` ago. ``referenced`` must be
-        read after ``now`` (default: the call's start): a save commits its rows after writing its
-        pack, so a file older than the cutoff that no row named then belongs to a save that died."""
-        if older_than_s < 60:
+        points at and that were last written more than ``older_than_s`` ago, where ``referenced`` was
+        read after the time ``now``. A save writes (or stages) its pack, renames it into place, which
+        renews its time, and then commits its rows; so a file older than the cutoff that no row
+        named at ``now`` belongs to a save that died, as long as no request takes ``older_than_s``
+        from staging to its save. Older kiln versions, which wrote one file per photo and reused a
+        file that already existed, must not be writing to the store meanwhile."""
+        if older_than_s < MIN_SWEEP_AGE_S:
             raise KilnError(f"--older-than {older_than_s:g} s is too short: a save in progress could lose its photos",
-                            hint="keep at least 60 s (the default is an hour)")
-        cutoff = (time.time() if now is None else now) - older_than_s
+                            hint=f"keep at least {MIN_SWEEP_AGE_S:g} s (the default is an hour)")
+        cutoff = now - older_than_s
         found = Sweep()
         for name, path in self._files():
             if name in referenced:
@@ -214,7 +223,10 @@ class PhotoFiles:
             found.bytes += stat.st_size
         if not dry_run:
             for path in found.unreferenced:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # one file that cannot go does not stop the rest
+                    found.failed.append(f"{path}: {exc.strerror or exc}")
             found.removed = True
         return found
 
