@@ -151,6 +151,7 @@ def main() -> None:
         result = train(work / "train", checkpoint, config, reporter=RichReporter(),
                        on_epoch=lambda s: print(f"epoch {s.epoch}: loss {s.loss:.4f}, val photo accuracy {s.val_photo_accuracy:.3f}"))
         timings["train_s"] = round(result.seconds, 1)
+        timings["epochs_run"] = len(result.history)  # fewer than --epochs when --time-budget cut them
         (work / "train.json").write_text(json.dumps(describe(result), indent=2), encoding="utf-8")
     started = time.perf_counter()
     outcome = build_auth_engine(checkpoint, work / "train", work / "engine-int8", precision=Precision.INT8, reporter=RichReporter())
@@ -204,7 +205,7 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace, work: Path, con
 
 Command: `{' '.join(['python', 'benchmarks/authenticity_accuracy.py', *sys.argv[1:]])}` ·
 {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} · recipe: backbone `{config.backbone}` (width
-{config.width}), {config.image_size} px, {config.epochs} epochs, batch {config.batch_size}, target precision {config.target_precision}.
+{config.width}), {config.image_size} px, {int(t.get('epochs_run', config.epochs))} epochs{f" (of {config.epochs}, --time-budget {config.time_budget_s:g} s)" if config.time_budget_s else ""}, batch {config.batch_size}, target precision {config.target_precision}.
 Training data: {args.cases} cases (seed 1, mixed difficulty, with twins); test sets of {args.test_cases} cases each with
 unseen seeds ({args.test_seed} mixed, {args.test_seed + 1} hardest level only), without twins; case pooling `{config.pooling}`{' over per-view rescaled log-odds' if config.view_scaling else ''}. Synthesis {t.get('synth_train_s', 0):.0f} s, training
 {t.get('train_s', 0):.0f} s, INT8 build {t.get('build_int8_s', 0):.0f} s (0 means reused from an earlier run).

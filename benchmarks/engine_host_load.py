@@ -90,7 +90,7 @@ def _client(address: str, engine: str, repo: str, links: int, rows: int, seconds
 
 def run(variant: str, src: Path, engine: Path, repo: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     address = str(work / f"{variant}.sock")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(src), os.environ.get("PYTHONPATH", "")] if p)}
     host = subprocess.Popen([sys.executable, "-c", _HOST, address], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert host.stdout is not None and host.stdout.readline().strip() == "ready", "the engine host did not start"

@@ -78,15 +78,21 @@ def _profile(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | No
     if not Path(args.py_spy).exists():
         print(f"no py-spy at {args.py_spy}: no profile", flush=True)
         return None
+    if 2.5 + args.profile_seconds > args.duration:
+        print(f"--profile-seconds {args.profile_seconds} does not fit in --duration {args.duration:g} after the warm-up: "
+              "no profile", flush=True)
+        return None
     time.sleep(2.5)  # past the clients' warm-up
-    return subprocess.Popen([args.py_spy, "record", "--subprocesses", "--gil", "--nonblocking", "-p", str(pid), "-r", "200",
-                             "-d", str(args.profile_seconds), "-f", "raw", "-o", str(args.out.with_suffix(".pyspy.txt"))],
-                            stdout=subprocess.DEVNULL, stderr=args.out.with_suffix(".pyspy.log").open("wb"))
+    with args.out.with_suffix(".pyspy.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([args.py_spy, "record", "--subprocesses", "--gil", "--nonblocking", "-p", str(pid),
+                                 "-r", "200", "-d", str(args.profile_seconds), "-f", "raw",
+                                 "-o", str(args.out.with_suffix(".pyspy.txt"))], stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _profile_summary(path: Path, instants: float, top: int = 14) -> dict[str, Any]:
     """Per process (py-spy's root frame names it): GIL-holding samples, their share of the
-    ``instants`` sampled (rate × seconds), and the functions they were in (leaf frames)."""
+    ``instants`` sampled (rate × seconds: a lower bound when py-spy fell behind, which its log
+    says), and the functions they were in (leaf frames)."""
     if not path.is_file():
         log = path.with_suffix(".log")
         return {"table": "py-spy wrote no profile: " + (log.read_text()[-400:] if log.is_file() else "")}

@@ -12,6 +12,7 @@ local file.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -57,6 +58,7 @@ from kiln.progress import NullReporter, Reporter
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 PHOTO_POS_WEIGHT = 3.0  # flawed photos are about a quarter of a batch
 CELL_POS_WEIGHT = 8.0  # flawed cells are a few of a flawed photo's cells
 AUGMENT_MARGIN = 1.1  # training photos are loaded this much larger, then randomly cropped
@@ -476,6 +478,9 @@ def train(
                 epochs = fitting
                 if epochs > 1:  # the rest of a schedule planned for the epochs that fit
                     schedule = one_cycle(optimizer, config.lr, epochs * steps_per_epoch, done=steps_per_epoch)
+                else:
+                    log.warning("--time-budget %g s: only the first epoch (%.1f s) fits; the model stops mid-warm-up, "
+                                "before its learning rate anneals", config.time_budget_s, stats.seconds)
 
     with reporter.task("calibrate on validation cases", total=1) as task:
         calibration = calibrate(model, train_eval, val, config, dataset, designs)
