@@ -143,6 +143,10 @@ def bench_serve(
     duration: Annotated[float, typer.Option(help="seconds measured per level")] = 10.0,
     warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each closed-loop level")] = 1.0,
     batch: Annotated[int, typer.Option(help="rows per request (the batch dimension)")] = 1,
+    connections: Annotated[int | None, typer.Option(
+        help="HTTP connections or gRPC channels (each its own connection) per level; default: the concurrency, "
+             "or 256 (HTTP) / 16 (gRPC) in open loop. A server's workers share out connections, not requests"
+    )] = None,
     shape: Annotated[list[str] | None, typer.Option("--shape", help="input shape NAME=DxDx... (dynamic dimensions)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
 ) -> None:
@@ -167,6 +171,8 @@ def bench_serve(
         raise KilnError("--duration must be between 0 and 3600 seconds")
     if batch < 1:
         raise KilnError("--batch must be at least 1")
+    if connections is not None and not 1 <= connections <= 4096:
+        raise KilnError(f"--connections {connections} is not between 1 and 4096")
     shapes = _parse_shapes(shape or [])
 
     async def run() -> list[dict[str, object]]:
@@ -177,7 +183,8 @@ def bench_serve(
         plans: list[tuple[str, float | int]] = [("open", rate)] if rate is not None else [("closed", c) for c in levels]
         results = []
         for mode, level in plans:
-            target = loadgen.make_target(url, model, protocol, inputs, connections=int(level) if mode == "closed" else 256)
+            default = int(level) if mode == "closed" else (256 if protocol == "http" else 16)
+            target = loadgen.make_target(url, model, protocol, inputs, connections=connections or default)
             label = f"{protocol} {'concurrency' if mode == 'closed' else 'rate'} {level}"
             with Live(console=console, refresh_per_second=4, transient=True) as live:
 
@@ -201,6 +208,10 @@ def bench_serve(
                 f"p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms, p99 {latency['p99']:.2f} ms, "
                 f"errors {summary['errors']}" + (f" {summary['errors_by_reason']}" if summary["errors"] else "")
             )
+            per_worker = summary.get("requests_per_worker")
+            if isinstance(per_worker, dict) and len(per_worker) > 1:
+                console.print("  answered by server workers: " + ", ".join(f"{w} {n}" for w, n in per_worker.items()),
+                              highlight=False)
             results.append(summary)
         return results
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 from kiln.errors import KilnError
 from kiln.serve.tensors import DATATYPES, to_raw
+from kiln.serve.workers import WORKER_HEADER
 
 
 @dataclass
@@ -45,6 +47,9 @@ class LoadResult:
     errors: dict[str, int]
     batch: int
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    # measured requests per server worker that answered them (``kiln serve --workers N`` names its
+    # worker in each answer); empty when the server does not say
+    workers: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -72,12 +77,14 @@ class LoadResult:
                 "mean": round(float(np.mean(self.latencies_ms)), 3) if self.latencies_ms else None,
                 "max": round(max(self.latencies_ms), 3) if self.latencies_ms else None,
             },
+            **({"requests_per_worker": dict(sorted(self.workers.items()))} if self.workers else {}),
         }
 
 
 class Target(Protocol):
-    async def send(self) -> None:
-        """One inference; raises ``RequestFailed`` on any error answer."""
+    async def send(self) -> str | None:
+        """One inference; raises ``RequestFailed`` on any error answer. Returns the server worker
+        that answered, when the server names it (``x-kiln-worker``)."""
 
     async def close(self) -> None: ...
 
@@ -154,7 +161,7 @@ class HttpTarget:
             timeout=aiohttp.ClientTimeout(total=60),
         )
 
-    async def send(self) -> None:
+    async def send(self) -> str | None:
         import aiohttp
 
         try:
@@ -162,6 +169,7 @@ class HttpTarget:
                 await response.read()
                 if response.status != 200:
                     raise RequestFailed(f"http_{response.status}")
+                return response.headers.get(WORKER_HEADER)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RequestFailed(type(exc).__name__) from exc
 
@@ -170,29 +178,37 @@ class HttpTarget:
 
 
 class GrpcTarget:
-    def __init__(self, url: str, body: bytes) -> None:
+    """``connections`` channels, each its own HTTP/2 connection (a channel-local subchannel pool:
+    gRPC would otherwise share one connection between channels to the same address), used in turn.
+    A server whose workers share the port (``kiln serve --workers N``: SO_REUSEPORT) spreads
+    connections, not calls, over its workers: with one connection a client reaches one worker."""
+
+    def __init__(self, url: str, body: bytes, connections: int = 1) -> None:
         import grpc
 
-        self._channel = grpc.aio.insecure_channel(
-            url, options=[("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
-        )
-        self._call = self._channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
+        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                   ("grpc.use_local_subchannel_pool", 1)]
+        self._channels = [grpc.aio.insecure_channel(url, options=options) for _ in range(max(1, connections))]
+        self._calls = [channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                           request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                       for channel in self._channels]
+        self._next = itertools.cycle(range(len(self._calls)))
         self._body = body
 
-    async def send(self) -> None:
+    async def send(self) -> str | None:
         import grpc
 
         try:
-            await self._call(self._body, timeout=60)
+            call = self._calls[next(self._next)](self._body, timeout=60)
+            await call
+            trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise RequestFailed(f"grpc_{exc.code().name}") from exc
+        return next((str(value) for key, value in (trailing or ()) if key == WORKER_HEADER), None)
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
 
 async def fetch_metadata(url: str, model: str, protocol: str) -> dict[str, Any]:
@@ -226,11 +242,12 @@ async def fetch_metadata(url: str, model: str, protocol: str) -> dict[str, Any]:
 
 
 def make_target(url: str, model: str, protocol: str, inputs: dict[str, np.ndarray], connections: int) -> Target:
+    """``connections``: HTTP keep-alive connections at most, or gRPC channels (one connection each)."""
     if protocol == "http":
         body, headers = http_payload(inputs)
         return HttpTarget(url if "://" in url else f"http://{url}", model, body, headers, connections)
     if protocol == "grpc":
-        return GrpcTarget(url.split("://", 1)[-1], grpc_payload(model, inputs))
+        return GrpcTarget(url.split("://", 1)[-1], grpc_payload(model, inputs), connections)
     raise KilnError(f"protocol {protocol!r} is not http or grpc")
 
 
@@ -238,14 +255,17 @@ class _Recorder:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
+        self.workers: Counter[str] = Counter()
 
     async def one(self, target: Target, started: float) -> None:
         try:
-            await target.send()
+            worker = await target.send()
         except RequestFailed as exc:
             self.errors[exc.reason] += 1
             return
         self.latencies.append((time.perf_counter() - started) * 1e3)
+        if worker is not None:
+            self.workers[worker] += 1
 
 
 async def _report(recorder: _Recorder, start: float, duration: float, on_progress: Callable[[Progress], None] | None) -> None:
@@ -277,7 +297,8 @@ async def closed_loop(
     finally:
         reporter.cancel()
     elapsed = time.perf_counter() - warm_end
-    return LoadResult("closed", protocol, concurrency, None, elapsed, len(recorder.latencies), dict(recorder.errors), batch, recorder.latencies)
+    return LoadResult("closed", protocol, concurrency, None, elapsed, len(recorder.latencies), dict(recorder.errors), batch,
+                      recorder.latencies, dict(recorder.workers))
 
 
 async def open_loop(
@@ -307,4 +328,5 @@ async def open_loop(
     finally:
         reporter.cancel()
     elapsed = max(duration_s, time.perf_counter() - start)
-    return LoadResult("open", protocol, None, rate, elapsed, len(recorder.latencies), dict(recorder.errors), batch, recorder.latencies)
+    return LoadResult("open", protocol, None, rate, elapsed, len(recorder.latencies), dict(recorder.errors), batch,
+                      recorder.latencies, dict(recorder.workers))
