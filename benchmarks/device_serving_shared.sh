@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call: resnet50 over gRPC through `kiln serve`, the engine host (--shared-engines) against
 # per-worker engines, same engine and buckets (issue 9 acceptance 2). Writes JSON under $OUT.
+# PROFILE_AT=N: py-spy --gil on every server process at the shared run's sweep point N (py-spy from the device wheels).
+# Each client process opens one gRPC channel per concurrency slot (kiln bench serve's default since 2026-12-07).
 set -u
 cd "$(dirname "$0")"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -9,7 +11,7 @@ BUCKETS=${BUCKETS:-1,16,32,64,128,256}
 CACHE=${CACHE:-/tmp/kiln-serving-cache}
 timeout "${SHARED_TIMEOUT:-330}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" --shared-engines \
   --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" \
-  ${SKIP_SINGLE:+--skip-single} --out "$OUT/serving_shared.json" 2>&1 | grep -v Warning
+  ${SKIP_SINGLE:+--skip-single} ${PROFILE_AT:+--profile-at $PROFILE_AT} --out "$OUT/serving_shared.json" 2>&1 | grep -v Warning
 if [ "${BASELINE:-1}" = 1 ]; then
   timeout "${BASELINE_TIMEOUT:-200}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
     --buckets "$BUCKETS" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" --skip-single \
