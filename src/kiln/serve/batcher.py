@@ -478,15 +478,9 @@ class DynamicBatcher:
         ``timeout_s`` is what is left of the request's time; at or below 0 it fails at once (504).
         """
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        if timeout_s <= 0:
-            self.observer.rejected("timeout")
-            raise DeadlineExceededError(f"{self.name}: the request's timeout passed before it reached the model",
-                                        hint="raise the timeout or lower the load")
         future: asyncio.Future[Tensors] = loop.create_future()
-        request = Pending(inputs, items, signature_of(inputs), priority, now, future, loop, deadline=now + timeout_s)
-        self.queue.put(request)
-        timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
+        request = self._enqueue(inputs, items, priority, timeout_s, future, loop)
+        timer = loop.call_later(timeout_s, self._expire, request)
         try:
             outputs = await future
         except asyncio.CancelledError:
@@ -508,26 +502,15 @@ class DynamicBatcher:
 
         The request goes into the queue from this thread and its result comes back from the
         instance thread that ran its batch, with no event loop in between (the engine host's link
-        threads call this: two loop hand-offs per call were its bottleneck).
+        threads call this).
         """
-        now = time.monotonic()
-        if timeout_s <= 0:
-            self.observer.rejected("timeout")
-            raise DeadlineExceededError(f"{self.name}: the request's timeout passed before it reached the model",
-                                        hint="raise the timeout or lower the load")
         future: concurrent.futures.Future[Tensors] = concurrent.futures.Future()
-        request = Pending(inputs, items, signature_of(inputs), priority, now, future, None, deadline=now + timeout_s)
-        self.queue.put(request)
+        request = self._enqueue(inputs, items, priority, timeout_s, future, None)
         try:
             return future.result(timeout=max(0.0, request.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             pass
-        queued = self.queue.discard(request)
-        error = DeadlineExceededError(
-            f"{self.name}: the request did not complete within {timeout_s:g} s "
-            f"({'waiting in the queue' if queued else 'while its batch was running'})",
-            hint="raise the timeout or lower the load",
-        )
+        error = self._timed_out(request)
         try:
             future.set_exception(error)
         except concurrent.futures.InvalidStateError:  # the batch finished just now: its result stands
@@ -535,18 +518,30 @@ class DynamicBatcher:
         self.observer.rejected("timeout")
         raise error
 
-    def _expire(self, request: Pending, timeout_s: float) -> None:
+    def _enqueue(self, inputs: Tensors, items: int, priority: int, timeout_s: float,
+                 future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors],
+                 loop: asyncio.AbstractEventLoop | None) -> Pending:
+        """Queues a request with ``timeout_s`` left (at or below 0: 504 at once, nothing queued)."""
+        if timeout_s <= 0:
+            self.observer.rejected("timeout")
+            raise DeadlineExceededError(f"{self.name}: the request's timeout passed before it reached the model",
+                                        hint="raise the timeout or lower the load")
+        now = time.monotonic()
+        request = Pending(inputs, items, signature_of(inputs), priority, now, future, loop, deadline=now + timeout_s)
+        self.queue.put(request)
+        return request
+
+    def _timed_out(self, request: Pending) -> DeadlineExceededError:
+        """Takes a request whose time is up out of the queue (if still there) and says where it was."""
+        queued = self.queue.discard(request)
+        return _deadline_error(self.name, request, "waiting in the queue" if queued else "while its batch was running")
+
+    def _expire(self, request: Pending) -> None:
         if request.future.done():
             return
-        queued = self.queue.discard(request)
+        error = self._timed_out(request)
         self.observer.rejected("timeout")
-        where = "waiting in the queue" if queued else "while its batch was running"
-        request.future.set_exception(
-            DeadlineExceededError(
-                f"{self.name}: the request did not complete within {timeout_s:g} s ({where})",
-                hint="raise the timeout or lower the load",
-            )
-        )
+        request.future.set_exception(error)
 
     async def _watch(self, hang_after_s: float) -> None:
         """Replaces an instance stuck in one batch longer than ``hang_after_s`` (its requests have timed out)."""
