@@ -103,7 +103,7 @@ async def test_a_case_that_fails_after_staging_leaves_no_files(photo_api: Any, s
 
 
 def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> None:
-    from tests.serve.store.test_photo_files import _case
+    from tests.serve.store.test_photo_files import photo_case
 
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     folder = tmp_path / "kiln.db.photos"
@@ -112,7 +112,7 @@ def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> No
     assert staged is not None and len(staged.refs) == 2
     assert list(staged.sha256) == [hashlib.sha256(d).hexdigest() for d in photos]
     assert [p.suffix for p in _files(folder)] == [".part"], "one pack, and nothing under its name before the save"
-    assert store.save_case(_case("c1", photos), staged)
+    assert store.save_case(photo_case("c1", photos), staged)
     assert [p.name for p in _files(folder)] == [f"{staged.pack}.pack"]
     assert [i.data for i in store.case_images_with_data("c1")] == photos
     # a case that is not saved: its staged photos are removed
@@ -124,9 +124,9 @@ def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> No
     mismatched = store.stage_photos([b"\xff\xd8four", b"\xff\xd8five"])
     assert mismatched is not None
     with pytest.raises(ValueError, match="not the case's 2 images"):
-        store.save_case(_case("c2", [b"\xff\xd8five", b"\xff\xd8four"]), mismatched)  # another order
+        store.save_case(photo_case("c2", [b"\xff\xd8five", b"\xff\xd8four"]), mismatched)  # another order
     with pytest.raises(ValueError, match="not the case's 1 images"):
-        store.save_case(_case("c3", [b"\xff\xd8four"]), store.stage_photos([b"\xff\xd8four", b"\xff\xd8five"]))
+        store.save_case(photo_case("c3", [b"\xff\xd8four"]), store.stage_photos([b"\xff\xd8four", b"\xff\xd8five"]))
     assert not [p for p in _files(folder) if p.suffix == ".part"]
     store.close()
     assert open_store("sqlite://", photo_files=True).stage_photos([b"x"]) is None, "in memory: photos stay in the rows"

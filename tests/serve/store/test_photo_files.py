@@ -15,7 +15,8 @@ from kiln.serve.store.database import make_engine
 from kiln.serve.store.photo_files import PhotoFiles
 
 
-def _case(case_id: str, photos: list[bytes]) -> CaseRecord:
+def photo_case(case_id: str, photos: list[bytes]) -> CaseRecord:
+    """A case whose photos are ``photos``, each row with its real SHA-256 (what reading checks)."""
     case = CaseRecord(id=case_id, brand="aurelle", model="celeste", verdict="authentic", confidence=0.9, engine="auth@1",
                       result={"case_id": case_id})
     case.images = [
@@ -33,7 +34,7 @@ def _packs(folder: Path) -> list[Path]:
 def test_a_cases_photos_go_to_one_pack_and_come_back(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
     photos = [b"\xff\xd8first photo", b"\xff\xd8second photo", b"\xff\xd8first photo"]  # the third repeats the first
-    case = _case("c1", photos)
+    case = photo_case("c1", photos)
     assert store.save_case(case)
     assert [i.data for i in case.images] == photos  # the caller's records keep their bytes
     folder = tmp_path / "kiln.db.photos"
@@ -47,7 +48,7 @@ def test_a_cases_photos_go_to_one_pack_and_come_back(tmp_path: Path) -> None:
         assert all(r.data == b"" for r in rows)
     assert store.case_image("c1", 1).data == photos[1]
     assert [i.data for i in store.case_images_with_data("c1")] == photos
-    assert store.save_case(_case("c2", [b"\xff\xd8another"]))
+    assert store.save_case(photo_case("c2", [b"\xff\xd8another"]))
     assert len(_packs(folder)) == 2, "one pack per case"
     store.close()
 
@@ -56,12 +57,12 @@ def test_rows_with_bytes_inside_still_read(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'kiln.db'}"
     inside = Store(make_engine(url), photo_files=False)
     inside.create_schema()
-    assert inside.save_case(_case("old", [b"kept in the row"]))
+    assert inside.save_case(photo_case("old", [b"kept in the row"]))
     inside.close()
     assert not (tmp_path / "kiln.db.photos").exists()
     store = open_store(url, photo_files=True)
     assert store.case_image("old", 0).data == b"kept in the row"
-    assert store.save_case(_case("new", [b"kept in a file"]))
+    assert store.save_case(photo_case("new", [b"kept in a file"]))
     assert [i.data for i in store.case_images_with_data("new")] == [b"kept in a file"]
     store.close()
 
@@ -74,7 +75,7 @@ def test_rows_naming_a_file_of_one_photo_still_read(tmp_path: Path) -> None:
     path = PhotoFiles.beside(tmp_path / "kiln.db").path(name)
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    case = _case("before", [data])
+    case = photo_case("before", [data])
     case.images[0].photo_file, case.images[0].data = name, b""  # as a save before packs left it
     assert store.save_case(case)
     assert store.case_image("before", 0).data == data
@@ -86,7 +87,7 @@ def test_rows_naming_a_file_of_one_photo_still_read(tmp_path: Path) -> None:
 
 def test_a_missing_photo_file_is_named(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    assert store.save_case(_case("c1", [b"soon gone"]))
+    assert store.save_case(photo_case("c1", [b"soon gone"]))
     (pack,) = _packs(tmp_path / "kiln.db.photos")
     pack.unlink()
     with pytest.raises(KilnError, match=f"photo file {pack.stem}:0:9 is missing"):
@@ -114,8 +115,8 @@ def test_file_names_are_checked(tmp_path: Path) -> None:
 
 def test_a_duplicate_case_leaves_the_first_untouched_and_no_pack_behind(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    assert store.save_case(_case("c1", [b"original"]))
-    assert not store.save_case(_case("c1", [b"a second attempt"]))
+    assert store.save_case(photo_case("c1", [b"original"]))
+    assert not store.save_case(photo_case("c1", [b"a second attempt"]))
     assert store.case_image("c1", 0).data == b"original"
     assert [p.read_bytes() for p in _packs(tmp_path / "kiln.db.photos")] == [b"original"]
     store.close()
@@ -127,7 +128,7 @@ def test_a_save_that_does_not_commit_removes_its_pack(tmp_path: Path, monkeypatc
 
     from sqlalchemy.exc import OperationalError
 
-    case = _case("c1", [b"first", b"second"])
+    case = photo_case("c1", [b"first", b"second"])
 
     placed: list[list[Path]] = []
 
@@ -156,7 +157,7 @@ def test_a_failure_after_the_commit_keeps_the_pack(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(store.checkpointer, "nudge", broken_nudge)  # runs after the commit
     with pytest.raises(RuntimeError, match="checkpointer is gone"):
-        store.save_case(_case("c1", [b"committed"]))
+        store.save_case(photo_case("c1", [b"committed"]))
     monkeypatch.undo()
     assert store.case_image("c1", 0).data == b"committed", "the committed rows still name their pack"
     store.close()
@@ -164,7 +165,7 @@ def test_a_failure_after_the_commit_keeps_the_pack(tmp_path: Path, monkeypatch: 
 
 def test_a_pack_whose_rename_was_lost_still_reads(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    assert store.save_case(_case("c1", [b"one", b"two"]))
+    assert store.save_case(photo_case("c1", [b"one", b"two"]))
     (pack,) = _packs(tmp_path / "kiln.db.photos")
     pack.rename(pack.with_name(f".{pack.stem}.part"))  # as after a power cut that kept the rows, not the rename
     assert [i.data for i in store.case_images_with_data("c1")] == [b"one", b"two"]
@@ -174,14 +175,14 @@ def test_a_pack_whose_rename_was_lost_still_reads(tmp_path: Path) -> None:
 def test_in_memory_databases_keep_photos_inside() -> None:
     store = open_store("sqlite://", photo_files=True)
     assert store.photos is None and not store.photo_files
-    assert store.save_case(_case("c1", [b"in memory"]))
+    assert store.save_case(photo_case("c1", [b"in memory"]))
     assert store.case_image("c1", 0).data == b"in memory"
     store.close()
 
 
 def test_a_damaged_photo_file_is_named(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    assert store.save_case(_case("c1", [b"original bytes"]))
+    assert store.save_case(photo_case("c1", [b"original bytes"]))
     (pack,) = _packs(tmp_path / "kiln.db.photos")
     pack.write_bytes(b"")  # e.g. truncated by a crash
     with pytest.raises(KilnError, match=f"photo file {pack.stem}:0:14 .* is damaged"):
@@ -193,7 +194,7 @@ def test_a_failed_photo_write_leaves_the_callers_records_as_they_were(tmp_path: 
     import kiln.serve.store.photo_files as photo_files
 
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    case = _case("c1", [b"first", b"second"])
+    case = photo_case("c1", [b"first", b"second"])
     real_fsync = photo_files.os.fsync
 
     def full_disk(fd: int) -> None:
@@ -216,14 +217,14 @@ def test_photos_stay_in_the_database_unless_asked(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("KILN_PHOTO_FILES", raising=False)
     get_settings.cache_clear()
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
-    assert not store.photo_files and store.save_case(_case("c1", [b"inside"]))
+    assert not store.photo_files and store.save_case(photo_case("c1", [b"inside"]))
     assert not (tmp_path / "kiln.db.photos").exists()
     store.close()
     monkeypatch.setenv("KILN_PHOTO_FILES", "1")
     get_settings.cache_clear()
     try:
         store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}")
-        assert store.photo_files and store.save_case(_case("c2", [b"beside"]))
+        assert store.photo_files and store.save_case(photo_case("c2", [b"beside"]))
         assert (tmp_path / "kiln.db.photos").is_dir() and store.case_image("c2", 0).data == b"beside"
         store.close()
     finally:

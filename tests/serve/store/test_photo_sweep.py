@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import KilnError
-from kiln.serve.store import CaseImageRecord, CaseRecord, open_store
+from kiln.serve.store import open_store
 from kiln.serve.store.photo_files import file_name
 
-
-def _case(case_id: str, photos: list[bytes]) -> CaseRecord:
-    case = CaseRecord(id=case_id, brand="aurelle", model="celeste", verdict="authentic", confidence=0.9, engine="auth@1",
-                      result={"case_id": case_id})
-    case.images = [
-        CaseImageRecord(position=i, view="logo", sha256=hashlib.sha256(data).hexdigest(), content_type="image/jpeg",
-                        width=10, height=10, quality={"ok": True}, score=0.1, heatmap=[[0.0]], data=data)
-        for i, data in enumerate(photos)
-    ]
-    return case
+from .test_photo_files import photo_case
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -35,8 +25,8 @@ def _age(path: Path, seconds: float) -> None:
 
 def _store_with_leftovers(tmp_path: Path) -> tuple[object, dict[str, Path]]:
     store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
-    assert store.save_case(_case("saved", [b"\xff\xd8saved one", b"\xff\xd8saved two"]))
-    assert store.save_case(_case("lost-rename", [b"\xff\xd8committed, rename lost"]))
+    assert store.save_case(photo_case("saved", [b"\xff\xd8saved one", b"\xff\xd8saved two"]))
+    assert store.save_case(photo_case("lost-rename", [b"\xff\xd8committed, rename lost"]))
     assert store.photos is not None
     packs = sorted((tmp_path / "kiln.db.photos").rglob("*.pack"), key=lambda p: p.stat().st_mtime)
     saved, committed = packs
