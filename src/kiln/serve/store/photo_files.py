@@ -101,6 +101,10 @@ class PhotoFiles:
             return self.root / name[:2] / f"{name}.pack"
         raise KilnError(f"{name!r} is not a photo file name (64 or 32 lowercase hex digits)", status=500)
 
+    def partial(self, pack: str) -> Path:
+        """A pack's temporary name, while it is staged (or after a power cut lost its rename)."""
+        return self.path(pack).with_name(f".{pack}.part")
+
     def put(self, photos: Sequence[bytes]) -> list[str]:
         """Stores a case's photos as one pack and returns each one's reference, in order."""
         return self.place(self.stage(photos))
@@ -114,7 +118,7 @@ class PhotoFiles:
         pack = uuid.uuid4().hex
         target = self.path(pack)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{pack}.part")
+        partial = self.partial(pack)
         refs: list[str] = []
         digests: list[str] = []
         offset = 0
@@ -170,7 +174,7 @@ class PhotoFiles:
                 data = self._read(path, offset, length)
             except FileNotFoundError:
                 try:  # its rename was lost (a power cut after the commit): the synced bytes are still there
-                    data = self._read(path.with_name(f".{pack}.part"), offset, length)
+                    data = self._read(self.partial(pack), offset, length)
                 except FileNotFoundError:
                     raise self._missing(ref) from None
         if hashlib.sha256(data).hexdigest() != expected:
@@ -178,22 +182,27 @@ class PhotoFiles:
                             status=500, hint="restore it from the backup of the photos folder")
         return data
 
-    def _files(self) -> Iterator[tuple[str, Path]]:
-        """Every photo file under the root with the name rows use for it (pack, or one-photo digest);
-        a ``.part`` answers to its pack's name (a reader falls back to it)."""
+    def _files(self) -> Iterator[tuple[str, Path, os.stat_result]]:
+        """Every photo file under the root with the name rows use for it (pack, or one-photo digest)
+        and its status; a ``.part`` answers to its pack's name (a reader falls back to it). Links are
+        never followed out of this folder."""
         if not self.root.is_dir():
             return
-        for folder in sorted(self.root.iterdir()):
-            if folder.is_symlink() or not (folder.is_dir() and len(folder.name) == 2):
-                continue  # never follow a link out of this folder
-            for path in sorted(folder.iterdir()):
-                if path.is_symlink() or not path.is_file():
+        with os.scandir(self.root) as folders:
+            for folder in sorted(folders, key=lambda e: e.name):
+                if len(folder.name) != 2 or not folder.is_dir(follow_symlinks=False):
                     continue
-                match = _PACK_FILE.match(path.name) or _PARTIAL.match(path.name)
-                if match:
-                    yield match.group(1), path
-                elif _NAME.match(path.name):
-                    yield path.name, path
+                with os.scandir(folder.path) as entries:
+                    for entry in sorted(entries, key=lambda e: e.name):
+                        match = _PACK_FILE.match(entry.name) or _PARTIAL.match(entry.name)
+                        name = match.group(1) if match else entry.name if _NAME.match(entry.name) else None
+                        if name is None or not entry.is_file(follow_symlinks=False):
+                            continue
+                        try:
+                            status = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:  # removed meanwhile (a discard, another sweep)
+                            continue
+                        yield name, Path(entry.path), status
 
     def sweep(self, referenced: Collection[str], older_than_s: float, *, now: float, dry_run: bool = False) -> Sweep:
         """Removes the files that no name in ``referenced`` (``file_name`` of every row's reference)
@@ -208,19 +217,14 @@ class PhotoFiles:
                             hint=f"keep at least {MIN_SWEEP_AGE_S:g} s (the default is an hour)")
         cutoff = now - older_than_s
         found = Sweep()
-        for name, path in self._files():
+        for name, path, status in self._files():
             if name in referenced:
                 found.kept += 1
-                continue
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # removed meanwhile (a discard, another sweep)
-                continue
-            if stat.st_mtime >= cutoff:
+            elif status.st_mtime >= cutoff:
                 found.recent += 1
-                continue
-            found.unreferenced.append(path)
-            found.bytes += stat.st_size
+            else:
+                found.unreferenced.append(path)
+                found.bytes += status.st_size
         if not dry_run:
             for path in found.unreferenced:
                 try:
