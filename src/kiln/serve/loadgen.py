@@ -189,17 +189,16 @@ class GrpcTarget:
         options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
                    ("grpc.use_local_subchannel_pool", 1)]
         self._channels = [grpc.aio.insecure_channel(url, options=options) for _ in range(max(1, connections))]
-        self._calls = [channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
-                                           request_serializer=lambda b: b, response_deserializer=lambda b: b)
-                       for channel in self._channels]
-        self._next = itertools.cycle(range(len(self._calls)))
+        self._calls = itertools.cycle([channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                                           request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                                       for channel in self._channels])
         self._body = body
 
     async def send(self) -> str | None:
         import grpc
 
         try:
-            call = self._calls[next(self._next)](self._body, timeout=60)
+            call = next(self._calls)(self._body, timeout=60)
             await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
