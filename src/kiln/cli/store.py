@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,16 +22,15 @@ def sweep_photos(
     """Remove photo files that no case names (left by a server process that died mid-save).
 
     Safe while servers of this version run; not while older ones (one file per photo) write to the store."""
-    from sqlalchemy.engine import make_url
-
     from kiln.cli.console import console
     from kiln.config import get_settings
     from kiln.errors import KilnError
     from kiln.serve.store import open_store
+    from kiln.serve.store.database import sqlite_file
 
     url = db or get_settings().database_url()
-    database = make_url(url).database if url.startswith("sqlite") else None
-    if database not in (None, "", ":memory:") and not Path(str(database)).expanduser().is_file():
+    database = sqlite_file(url)
+    if database is not None and not database.is_file():  # opening it would create an empty one
         raise KilnError(f"there is no database file at {database}", hint="point --db at the server's database")
     store = open_store(url, create=False)
     try:

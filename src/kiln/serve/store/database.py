@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Engine, Table, create_engine, event, func, insert, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, raiseload, sessionmaker, undefer
 from sqlalchemy.pool import StaticPool
@@ -128,9 +129,15 @@ def _mark_statement(state: Any) -> None:
         state.session.info["wrote"] = True
 
 
-def _sqlite_file(engine: Engine) -> Path | None:
-    database = engine.url.database
-    if engine.url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite database URL; None for other databases, in-memory SQLite and a URL that
+    does not parse (opening it says what is wrong)."""
+    try:
+        url = make_url(url)
+    except ArgumentError:
+        return None
+    database = url.database
+    if url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
         return None
     return Path(str(database)).expanduser()
 
@@ -147,7 +154,7 @@ class Store:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.checkpointer: WalCheckpointer | None = None
-        database = _sqlite_file(engine)
+        database = sqlite_file(engine.url)
         # Reading always looks beside a SQLite file (rows may name files whatever this store writes).
         self.photos: PhotoFiles | None = PhotoFiles.beside(database) if database is not None else None
         if photo_files is None:
