@@ -68,7 +68,18 @@ def _collect(outs: list[Path]) -> dict[str, Any]:
         "p50_ms": round(max(r["latency_ms"]["p50"] for r in runs), 3),
         "p99_ms": round(max(r["latency_ms"]["p99"] for r in runs), 3),  # the worst client's p99: conservative
         "errors": sum(r["errors"] for r in runs),
+        **({"requests_per_worker": per_worker} if (per_worker := _requests_per_worker(runs)) else {}),
     }
+
+
+def _requests_per_worker(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """Calls each server worker answered, summed over the client processes (how evenly the workers
+    that share the port were dealt the connections); empty when the server does not name them."""
+    total: dict[str, int] = {}
+    for run in runs:
+        for worker, count in run.get("requests_per_worker", {}).items():
+            total[worker] = total.get(worker, 0) + int(count)
+    return dict(sorted(total.items()))
 
 
 def _profile(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
