@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,9 @@ def _collect(outs: list[Path]) -> dict[str, Any]:
 def _requests_per_worker(runs: list[dict[str, Any]]) -> dict[str, int]:
     """Calls each server worker answered, summed over the client processes (how evenly the workers
     that share the port were dealt the connections); empty when the server does not name them."""
-    total: dict[str, int] = {}
+    total: Counter[str] = Counter()
     for run in runs:
-        for worker, count in run.get("requests_per_worker", {}).items():
-            total[worker] = total.get(worker, 0) + int(count)
+        total.update(run.get("requests_per_worker", {}))
     return dict(sorted(total.items()))
 
 
