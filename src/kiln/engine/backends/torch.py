@@ -142,12 +142,10 @@ class TorchBackend(Backend):
             image_input(INPUT_NAME, height, width, dynamic_hw=False, input_format=request.preprocessing.input_format)
         ]
         sizes_by_dim = source.sizes(request.preprocessing)
-        stem = str(request.options.get("stem") or "default")
-        module = _rewritten(source.module, stem)
         with reporter.task("export torch program", total=1) as task:
             with torch.no_grad():
                 program = torch.export.export(
-                    module,
+                    source.module,
                     example_tensors(inputs, sizes_by_dim),
                     dynamic_shapes=dynamic_shapes(inputs, max_batch=max(request.batch.max, 2)),
                 )
@@ -183,7 +181,6 @@ class TorchBackend(Backend):
                 "compile": mode,
                 "channels_last": channels_last,
                 "freezing": freezing,
-                "stem": stem,
                 "inductor": dict(request.options.get("inductor") or {}),
                 "compile_seconds": round(compile_seconds, 2),
                 "compute_dtype": _DTYPES[request.precision],
@@ -194,24 +191,6 @@ class TorchBackend(Backend):
 
     def create_runner(self, directory: Path, manifest: EngineManifest, **options: Any) -> Runner:
         return TorchRunner(directory, manifest, **options)
-
-
-STEMS = ("default", "space-to-depth")
-
-
-def _rewritten(module: Any, stem: str) -> Any:
-    """The module to export: as given, or a copy with its stem convolution rewritten (rewrites.py)."""
-    if stem not in STEMS:
-        raise KilnError(f"unknown stem {stem!r}", hint=f"the torch backend's stems: {', '.join(STEMS)}")
-    if stem == "default":
-        return module
-    import copy
-
-    from kiln.engine.rewrites import space_to_depth_stem
-
-    rewritten = copy.deepcopy(module)
-    space_to_depth_stem(rewritten)
-    return rewritten
 
 
 def _warm(
