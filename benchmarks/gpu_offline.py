@@ -148,6 +148,23 @@ def kernel_table(engine_dir: Path, batch: int, replays: int, top: int) -> dict[s
     }
 
 
+def agreement(engine_dir: Path, images: int = 8) -> dict[str, Any]:
+    """The engine's logits against the FP32 source model (kiln's accuracy-gate reference) on random pixels."""
+    import numpy as np
+
+    from kiln.engine.loader import load_engine
+    from kiln.engine.reference import reference_for
+
+    with load_engine(engine_dir) as runner:
+        _, h, w = runner.manifest.preprocessing.input_size
+        x = np.random.default_rng(1).integers(0, 256, (images, h, w, 3), dtype=np.uint8)
+        got = next(iter(runner.infer({"input": x}).values())).astype(np.float64)
+        want = next(iter(reference_for(engine_dir, runner.manifest)({"input": x}).values())).astype(np.float64)
+    cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    return {"images": images, "min_cosine": round(float(cosine.min()), 5),
+            "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="resnet50")
@@ -158,6 +175,7 @@ def main() -> None:
     parser.add_argument("--batch", default="256")
     parser.add_argument("--instances", default="1,2,3")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--fuse-conv", action="store_true", help="conv + bn + residual + ReLU as cuDNN fused convolutions")
     parser.add_argument("--kernels", type=int, default=0, help="also profile device-resident replays: the top N kernels")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -188,7 +206,7 @@ def main() -> None:
                 device="cuda",
                 options={
                     "compile": args.compile, "input_format": "uint8", "freezing": args.freezing,
-                    "inductor": json.loads(args.inductor),
+                    "inductor": json.loads(args.inductor), "fuse_conv": args.fuse_conv,
                 },
             ),
             cache=EngineCache(work / "cache"),
@@ -197,6 +215,9 @@ def main() -> None:
         build_s = round(time.perf_counter() - started, 1)
         result["builds"].append({"batch": batch, "seconds": build_s})
         print(f"engine b{batch} built in {build_s}s", flush=True)
+        check = agreement(outcome.path)
+        result.setdefault("agreement", []).append({"batch": batch, **check})
+        print(f"  vs FP32 eager: min cosine {check['min_cosine']}, top-1 agreement {check['top1_agreement']:.2f}", flush=True)
         resident = device_resident(outcome.path, batch, args.seconds / 2)
         result["device_resident"].append(resident)
         print(f"device-resident b{batch}: {resident['images_per_s']:.0f} img/s", flush=True)

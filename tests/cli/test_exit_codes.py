@@ -55,3 +55,13 @@ def test_a_value_of_the_wrong_type_is_a_usage_error(argv: list[str], monkeypatch
     assert exited.value.code == 2
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and "Invalid value for" in out.out + out.err
+
+
+def test_fuse_conv_outside_the_torch_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: object,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["kiln", "build", "timm:resnet18", "-o", f"{tmp_path}/e", "--fuse-conv"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "--fuse-conv is a torch backend option" in out.out + out.err

@@ -61,3 +61,23 @@ def test_graphed_engine_matches_reference_at_every_batch(tmp_path: Path, input_f
     got = out_tensors["logits"].cpu().numpy()
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
     runner.deactivate()
+
+
+def test_cudnn_fused_convolutions_match_the_plain_ops() -> None:
+    """kiln::conv_relu / conv_add_relu on CUDA (cuDNN's fused kernels) against the CPU composite, FP16 channels-last."""
+    from kiln.engine.conv_fusion import register_ops
+
+    ops = register_ops()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32, 20, 20, generator=g)
+    w = torch.randn(64, 32, 3, 3, generator=g) / 17
+    b = torch.randn(64, generator=g) * 0.1
+    z = torch.randn(4, 64, 10, 10, generator=g)
+    args = ([2, 2], [1, 1], [1, 1], 1)
+    cl = torch.channels_last
+    for name, extra in (("conv_relu", ()), ("conv_add_relu", (z,))):
+        want = ops[name](x, w, b, *extra, *args)
+        cuda = [t.cuda().half().to(memory_format=cl) if t.dim() == 4 else t.cuda().half() for t in (x, w, b, *extra)]
+        got = ops[name](*cuda, *args)
+        assert got.is_contiguous(memory_format=cl)
+        torch.testing.assert_close(got.float().cpu(), want, rtol=2e-2, atol=2e-2)

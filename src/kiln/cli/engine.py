@@ -67,6 +67,7 @@ def build(
     compile_mode: Annotated[str | None, typer.Option("--compile", help="torch: none | default | reduce-overhead | max-autotune")] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads at build")] = None,
     freezing: Annotated[bool, typer.Option("--freezing", help="torch: fold weights as constants (faster, no warm-start cache)")] = False,
+    fuse_conv: Annotated[bool, typer.Option("--fuse-conv", help="torch: fold batch norm and fuse bias/residual/ReLU into ResNet convolutions (cuDNN on GPU)")] = False,
     input_format: Annotated[str, typer.Option(help="float32 (normalised NCHW) | uint8 (raw NHWC pixels, normalised in the engine)")] = "float32",
     name: Annotated[str | None, typer.Option(help="engine name (default: the model name)")] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when the cache holds this engine")] = False,
@@ -97,6 +98,10 @@ def build(
         options["threads"] = threads
     if freezing:
         options["freezing"] = True
+    if fuse_conv:
+        if backend != "torch":
+            raise KilnError("--fuse-conv is a torch backend option", hint="add --backend torch")
+        options["fuse_conv"] = True
     if input_format not in ("float32", "uint8"):
         raise KilnError(f"--input-format {input_format!r} is not float32 or uint8")
     if input_format != "float32":

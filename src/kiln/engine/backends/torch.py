@@ -61,9 +61,23 @@ def _examples(inputs: list[InputSpec], sizes: dict[str, int], batch: int, device
     }
 
 
+def _conv_fused(module: Any) -> Any:
+    """A copy of ``module`` with conv + batch norm (+ residual) + ReLU folded into fused convolutions (conv_fusion.py)."""
+    import copy
+
+    from kiln.engine.conv_fusion import fuse_conv_epilogues
+
+    fused = copy.deepcopy(module)
+    fuse_conv_epilogues(fused)
+    return fused
+
+
 def _prepare_module(program_path: Path, device: str, precision: Precision, channels_last: bool) -> Any:
     import torch
 
+    from kiln.engine.conv_fusion import register_ops
+
+    register_ops()  # programs built with fuse_conv call kiln's fused-convolution ops
     program = torch.export.load(str(program_path))
     module = program.module()
     module = module.to(device=device, dtype=_torch_dtype(precision))
@@ -142,10 +156,12 @@ class TorchBackend(Backend):
             image_input(INPUT_NAME, height, width, dynamic_hw=False, input_format=request.preprocessing.input_format)
         ]
         sizes_by_dim = source.sizes(request.preprocessing)
+        fuse_conv = bool(request.options.get("fuse_conv", False))
+        module = _conv_fused(source.module) if fuse_conv else source.module
         with reporter.task("export torch program", total=1) as task:
             with torch.no_grad():
                 program = torch.export.export(
-                    source.module,
+                    module,
                     example_tensors(inputs, sizes_by_dim),
                     dynamic_shapes=dynamic_shapes(inputs, max_batch=max(request.batch.max, 2)),
                 )
@@ -181,6 +197,7 @@ class TorchBackend(Backend):
                 "compile": mode,
                 "channels_last": channels_last,
                 "freezing": freezing,
+                "fuse_conv": fuse_conv,
                 "inductor": dict(request.options.get("inductor") or {}),
                 "compile_seconds": round(compile_seconds, 2),
                 "compute_dtype": _DTYPES[request.precision],

@@ -1,0 +1,92 @@
+"""Conv epilogue fusion (conv_fusion.py): exact on the ResNet blocks it rewrites, refused with a reason
+elsewhere, and carried through a torch engine (on CPU the fused ops run as plain ops; the cuDNN kernels
+are checked in test_torch_cuda.py on a GPU)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from kiln.engine.artifact import EngineCache
+from kiln.engine.build import BuildSettings, build_engine
+from kiln.engine.conv_fusion import fuse_conv_epilogues
+from kiln.engine.loader import load_engine
+from kiln.engine.reference import reference_for
+from kiln.engine.spec import BatchProfile, ModelSource, Precision
+from kiln.errors import KilnError
+
+
+def _with_batch_norm_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial running statistics, so that a wrong fold shows (fresh ones are mean 0, variance 1)."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("name", "convs"), [("resnet18", 20), ("resnet26", 29)])
+def test_fused_model_gives_the_same_outputs(name: str, convs: int) -> None:
+    torch.manual_seed(0)
+    model = _with_batch_norm_statistics(timm.create_model(name, num_classes=7))
+    fused = copy.deepcopy(model)
+    assert fuse_conv_epilogues(fused) == convs
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        want, got = model(x), fused(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    program = torch.export.export(fused, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert {"kiln.conv_relu.default", "kiln.conv_add_relu.default"} <= targets
+
+
+def test_blocks_it_cannot_rewrite_exactly_are_left_alone_and_named() -> None:
+    model = timm.create_model("seresnet18", num_classes=3).eval()
+    assert fuse_conv_epilogues(model) == 1  # the stem; every block has squeeze-excitation
+    assert sum(type(m).__name__ == "BasicBlock" for m in model.modules()) == 8
+    with pytest.raises(KilnError, match="squeeze-excitation"):
+        fuse_conv_epilogues(timm.create_model("seresnet18", num_classes=3).eval().layer1)
+    with pytest.raises(KilnError, match="no ResNet block"):
+        fuse_conv_epilogues(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    with pytest.raises(KilnError, match="training mode"):
+        fuse_conv_epilogues(timm.create_model("resnet18").train().layer1)
+
+
+@pytest.mark.parametrize("compile_mode", ["none", "default"])
+def test_torch_engine_with_fused_convolutions_matches_the_reference(tmp_path: Path, compile_mode: str) -> None:
+    settings = BuildSettings(
+        source=ModelSource.parse("timm:resnet18?num_classes=3"),
+        backend="torch",
+        precision=Precision.FP32,
+        batch=BatchProfile(min=1, opt=2, max=2),
+        input_size=(64, 64),
+        device="cpu",
+        options={"compile": compile_mode, "fuse_conv": True, "input_format": "uint8"},
+    )
+    outcome = build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
+    assert outcome.manifest.build_options["fuse_conv"] is True
+    x = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    with load_engine(tmp_path / "e") as runner:
+        got = runner.infer({"input": x})["logits"]
+    want = reference_for(tmp_path / "e", outcome.manifest)({"input": x})["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fuse_conv_is_refused_for_models_without_resnet_blocks(tmp_path: Path) -> None:
+    settings = BuildSettings(
+        source=ModelSource.parse("timm:vit_tiny_patch16_224?num_classes=3"),
+        backend="torch", precision=Precision.FP32, batch=BatchProfile(min=1, opt=1, max=1),
+        input_size=(32, 32), device="cpu", options={"fuse_conv": True},
+    )
+    with pytest.raises(KilnError, match="conv fusion found no ResNet block"):
+        build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
