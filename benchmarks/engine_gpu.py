@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--compile", default="max-autotune")
     parser.add_argument("--input-format", default="uint8")
     parser.add_argument("--freezing", action="store_true")
+    parser.add_argument("--fuse-conv", default="", help="comma list of models built with --fuse-conv (ResNets), e.g. resnet50")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--max-seconds", type=float, default=8.0)
     parser.add_argument("--device", default="cuda", help="cpu only to check this script without a GPU")
@@ -69,7 +70,8 @@ def main() -> None:
             precision=Precision(args.precision),
             batch=BatchProfile(min=1, opt=max(batches), max=max(batches), buckets=tuple(batches)),
             device=args.device,
-            options={"compile": args.compile, "input_format": args.input_format, "freezing": args.freezing},
+            options={"compile": args.compile, "input_format": args.input_format, "freezing": args.freezing,
+                     "fuse_conv": name in args.fuse_conv.split(",")},
         )
         started = time.perf_counter()
         outcome = build_engine(settings, cache=EngineCache(work / "cache"), output=work / name)

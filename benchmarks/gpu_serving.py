@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--compile", default="reduce-overhead")
     parser.add_argument("--freezing", action="store_true")
+    parser.add_argument("--fuse-conv", action="store_true", help="build the engine with --fuse-conv (ResNets)")
     parser.add_argument("--buckets", default="1,16,32,64,128,256")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--queue-delay-us", type=int, default=2000)
@@ -179,7 +180,7 @@ def main() -> None:
             batch=BatchProfile(min=1, opt=max(buckets), max=max(buckets), buckets=buckets),
             device=args.device,
             input_size=(args.input_size, args.input_size) if args.input_size else None,
-            options={"compile": args.compile, "input_format": "uint8", "freezing": args.freezing},
+            options={"compile": args.compile, "input_format": "uint8", "freezing": args.freezing, "fuse_conv": args.fuse_conv},
         ),
         cache=EngineCache(args.cache or work / "cache"),
         output=repo / args.model / "1",
