@@ -34,7 +34,7 @@ def _with_batch_norm_statistics(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("name", "convs"), [("resnet18", 20), ("resnet26", 29)])
+@pytest.mark.parametrize(("name", "convs"), [("resnet18", 20), ("resnet26", 29), ("resnet10t", 14), ("resnet26d", 31)])
 def test_fused_model_gives_the_same_outputs(name: str, convs: int) -> None:
     torch.manual_seed(0)
     model = _with_batch_norm_statistics(timm.create_model(name, num_classes=7))

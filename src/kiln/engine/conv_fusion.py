@@ -89,12 +89,25 @@ def _folded(conv: Any, bn: Any) -> tuple[Any, Any]:
     """``conv`` followed by eval-mode ``bn`` as one convolution's weight and bias."""
     import torch
 
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)
     weight = conv.weight.detach() * scale.view(-1, 1, 1, 1)
-    bias = bn.bias.detach() - bn.running_mean * scale
+    bias = beta - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach() * scale
     return weight, bias
+
+
+def _foldable(conv: Any, bn: Any) -> bool:
+    """A zero-padded 2-D convolution followed by a batch norm with running statistics."""
+    import torch
+
+    return (
+        isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)
+        and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"
+        and bn.running_mean is not None and bn.running_var is not None
+    )
 
 
 def _conv_module() -> Any:
@@ -131,10 +144,27 @@ def _plain(module: Any) -> bool:
     return module is None or isinstance(module, torch.nn.Identity)
 
 
-def _why_not(block: Any) -> str | None:
-    """Why a timm BasicBlock/Bottleneck cannot be rewritten exactly, or None when it can."""
+def _relu(module: Any) -> bool:
     import torch
 
+    return type(module) is torch.nn.ReLU
+
+
+def _downsample(ds: Any) -> tuple[Any, Any, Any] | None:
+    """(pool or None, conv, bn) of a timm shortcut: conv + bn, or avg-pool + conv + bn (the "-d" variants)."""
+    import torch
+
+    if not isinstance(ds, torch.nn.Sequential):
+        return None
+    parts = list(ds)
+    pool = parts.pop(0) if len(parts) == 3 and isinstance(parts[0], (torch.nn.AvgPool2d, torch.nn.Identity)) else None
+    if len(parts) == 2 and _foldable(*parts):
+        return pool, parts[0], parts[1]
+    return None
+
+
+def _why_not(block: Any, bottleneck: bool) -> str | None:
+    """Why a timm BasicBlock/Bottleneck cannot be rewritten exactly, or None when it can."""
     if block.training:
         return "in training mode"
     if getattr(block, "se", None) is not None:
@@ -143,13 +173,13 @@ def _why_not(block: Any) -> str | None:
         if not _plain(getattr(block, name, None)):
             return f"has {name}"
     acts = [getattr(block, n) for n in ("act1", "act2", "act3") if hasattr(block, n)]
-    if not all(type(a) is torch.nn.ReLU for a in acts):
+    if not all(_relu(a) for a in acts):
         return "has a non-ReLU activation"
-    if block.downsample is not None:
-        ds = block.downsample
-        if not (isinstance(ds, torch.nn.Sequential) and len(ds) == 2 and isinstance(ds[0], torch.nn.Conv2d)
-                and isinstance(ds[1], torch.nn.BatchNorm2d)):
-            return "has a downsample other than conv + batch norm"
+    pairs = [("conv1", "bn1"), ("conv2", "bn2")] + ([("conv3", "bn3")] if bottleneck else [])
+    if not all(_foldable(getattr(block, c), getattr(block, b)) for c, b in pairs):
+        return "has a convolution or batch norm that cannot be folded"
+    if block.downsample is not None and _downsample(block.downsample) is None:
+        return "has a shortcut other than [avg-pool +] conv + batch norm"
     return None
 
 
@@ -164,28 +194,50 @@ def _fused_block(block: Any, bottleneck: bool) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.conv1 = folded_conv(block.conv1, block.bn1, relu=True)
-            if bottleneck:
-                self.conv2 = folded_conv(block.conv2, block.bn2, relu=True)
-                self.conv3 = folded_conv(block.conv3, block.bn3, relu=True)
-            else:
-                self.conv2 = folded_conv(block.conv2, block.bn2, relu=True)
-            ds = block.downsample
-            self.downsample = folded_conv(ds[0], ds[1], relu=False) if ds is not None else None
+            self.conv2 = folded_conv(block.conv2, block.bn2, relu=True)
+            self.conv3 = folded_conv(block.conv3, block.bn3, relu=True) if bottleneck else None
+            shortcut = _downsample(block.downsample) if block.downsample is not None else None
+            self.pool = shortcut[0] if shortcut is not None else None
+            self.downsample = folded_conv(shortcut[1], shortcut[2], relu=False) if shortcut is not None else None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shortcut = self.downsample(x) if self.downsample is not None else x
+            shortcut = x
+            if self.downsample is not None:
+                shortcut = self.downsample(self.pool(x) if self.pool is not None else x)
             y = self.conv1(x)
-            if bottleneck:
+            if self.conv3 is not None:
                 return self.conv3(self.conv2(y), residual=shortcut)
             return self.conv2(y, residual=shortcut)
 
     return FusedBlock().eval()
 
 
-def fuse_conv_epilogues(module: Any) -> int:
-    """Rewrites ``module``'s timm ResNet blocks (and the stem conv + bn + ReLU) in place; returns how many
-    convolutions were folded. Raises KilnError when there is nothing it can rewrite."""
+def _fuse_stem(model: Any) -> int:
+    """timm ResNet stems: conv1 (one conv, or the deep stem's conv-bn-ReLU ×2 + conv) with bn1 and act1."""
     import torch
+
+    conv1, bn1, act1 = (getattr(model, n, None) for n in ("conv1", "bn1", "act1"))
+    if model.training or not hasattr(model, "layer1") or not isinstance(bn1, torch.nn.BatchNorm2d) or not _relu(act1):
+        return 0
+    folded_conv = _conv_module()
+    if isinstance(conv1, torch.nn.Conv2d) and _foldable(conv1, bn1):
+        model.conv1 = folded_conv(conv1, bn1, relu=True)
+    elif isinstance(conv1, torch.nn.Sequential) and len(conv1) == 7:
+        parts = list(conv1)
+        triples = [(parts[0], parts[1], parts[2]), (parts[3], parts[4], parts[5])]
+        if not (all(_foldable(c, b) and _relu(r) for c, b, r in triples) and _foldable(parts[6], bn1)):
+            return 0
+        model.conv1 = torch.nn.Sequential(*(folded_conv(c, b, relu=True) for c, b, _ in triples),
+                                          folded_conv(parts[6], bn1, relu=True))
+    else:
+        return 0
+    model.bn1, model.act1 = torch.nn.Identity(), torch.nn.Identity()
+    return len(model.conv1) if isinstance(model.conv1, torch.nn.Sequential) else 1
+
+
+def fuse_conv_epilogues(module: Any) -> int:
+    """Rewrites ``module``'s timm ResNet blocks (and the stem's conv + bn + ReLU) in place; returns how many
+    convolutions were folded. Raises KilnError when there is nothing it can rewrite."""
     from timm.models.resnet import BasicBlock, Bottleneck
 
     count = 0
@@ -193,19 +245,14 @@ def fuse_conv_epilogues(module: Any) -> int:
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, (BasicBlock, Bottleneck)):
-                reason = _why_not(child)
+                bottleneck = isinstance(child, Bottleneck)
+                reason = _why_not(child, bottleneck)
                 if reason is not None:
                     skipped.append(f"{type(child).__name__} {reason}")
                     continue
-                bottleneck = isinstance(child, Bottleneck)
                 setattr(parent, name, _fused_block(child, bottleneck))
                 count += (3 if bottleneck else 2) + (child.downsample is not None)
-        stem = (getattr(parent, "conv1", None), getattr(parent, "bn1", None), getattr(parent, "act1", None))
-        if (isinstance(stem[0], torch.nn.Conv2d) and isinstance(stem[1], torch.nn.BatchNorm2d)
-                and type(stem[2]) is torch.nn.ReLU and hasattr(parent, "layer1") and not parent.training):
-            parent.conv1 = _conv_module()(stem[0], stem[1], relu=True)
-            parent.bn1, parent.act1 = torch.nn.Identity(), torch.nn.Identity()
-            count += 1
+        count += _fuse_stem(parent)
     if count == 0:
         why = f" ({'; '.join(sorted(set(skipped)))})" if skipped else ""
         raise KilnError(f"conv fusion found no ResNet block it can rewrite exactly{why}",
