@@ -90,3 +90,16 @@ def test_fuse_conv_is_refused_for_models_without_resnet_blocks(tmp_path: Path) -
     )
     with pytest.raises(KilnError, match="conv fusion found no ResNet block"):
         build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
+
+
+def test_batch_norm_without_affine_parameters_folds_too() -> None:
+    model = timm.create_model("resnet18", num_classes=3).eval()
+    plain = torch.nn.BatchNorm2d(64, affine=False).eval()
+    plain.running_mean.uniform_(-0.3, 0.3)
+    plain.running_var.uniform_(0.5, 2.0)
+    model.layer1[0].bn1 = plain
+    fused = copy.deepcopy(model)
+    fuse_conv_epilogues(fused)
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
