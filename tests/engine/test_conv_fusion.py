@@ -39,7 +39,7 @@ def test_fused_model_gives_the_same_outputs(name: str, convs: int) -> None:
     torch.manual_seed(0)
     model = _with_batch_norm_statistics(timm.create_model(name, num_classes=7))
     fused = copy.deepcopy(model)
-    assert fuse_conv_epilogues(fused) == convs
+    assert fuse_conv_epilogues(fused).folded == convs
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
@@ -52,7 +52,8 @@ def test_fused_model_gives_the_same_outputs(name: str, convs: int) -> None:
 
 def test_blocks_it_cannot_rewrite_exactly_are_left_alone_and_named() -> None:
     model = timm.create_model("seresnet18", num_classes=3).eval()
-    assert fuse_conv_epilogues(model) == 1  # the stem; every block has squeeze-excitation
+    report = fuse_conv_epilogues(model)
+    assert report.folded == 1 and report.skipped == {"BasicBlock has squeeze-excitation": 8}  # only the stem
     assert sum(type(m).__name__ == "BasicBlock" for m in model.modules()) == 8
     with pytest.raises(KilnError, match="squeeze-excitation"):
         fuse_conv_epilogues(timm.create_model("seresnet18", num_classes=3).eval().layer1)
@@ -103,3 +104,57 @@ def test_batch_norm_without_affine_parameters_folds_too() -> None:
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_subclasses_that_change_forward_are_not_folded() -> None:
+    from timm.layers import BatchNormAct2d
+
+    model = timm.create_model("resnet18", num_classes=3, norm_layer=BatchNormAct2d).eval()
+    with pytest.raises(KilnError, match="cannot be folded"):
+        fuse_conv_epilogues(model)
+
+
+def test_drop_path_and_drop_block_are_identities_in_eval_mode() -> None:
+    model = _with_batch_norm_statistics(timm.create_model("resnet18", num_classes=3, drop_path_rate=0.2, drop_block_rate=0.1))
+    fused = copy.deepcopy(model)
+    assert fuse_conv_epilogues(fused).folded == 20
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_ops_pass_torch_opcheck(layout: torch.memory_format) -> None:
+    """Schema, fake (meta) kernel and real kernel agree (strides and dtype included), as inductor needs."""
+    from kiln.engine.conv_fusion import register_ops
+
+    ops = register_ops()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 8, 9, 9, generator=g).to(memory_format=layout)
+    w = torch.randn(16, 8, 3, 3, generator=g).to(memory_format=layout)
+    b = torch.randn(16, generator=g)
+    z = torch.randn(2, 16, 5, 5, generator=g).to(memory_format=layout)
+    torch.library.opcheck(ops["conv_relu"], (x, w, b, [2, 2], [1, 1], [1, 1], 1))
+    torch.library.opcheck(ops["conv_add_relu"], (x, w, b, z, [2, 2], [1, 1], [1, 1], 1))
+
+
+def test_a_fused_engine_loads_in_a_fresh_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    settings = BuildSettings(
+        source=ModelSource.parse("timm:resnet18?num_classes=3"), backend="torch", precision=Precision.FP32,
+        batch=BatchProfile(min=1, opt=1, max=1), input_size=(48, 48), device="cpu",
+        options={"compile": "none", "fuse_conv": True},
+    )
+    outcome = build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
+    assert outcome.manifest.build_options["conv_fusion"] == {"folded": 20, "skipped": {}}
+    script = (
+        "import sys, numpy as np\n"
+        "from kiln.engine.loader import load_engine\n"
+        "with load_engine(sys.argv[1]) as r:\n"
+        "    print(r.infer({'input': np.zeros((1, 3, 48, 48), np.float32)})['logits'].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "e")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("(1, 3)")

@@ -81,3 +81,18 @@ def test_cudnn_fused_convolutions_match_the_plain_ops() -> None:
         got = ops[name](*cuda, *args)
         assert got.is_contiguous(memory_format=cl)
         torch.testing.assert_close(got.float().cpu(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cudnn_fused_ops_pass_opcheck(dtype: torch.dtype, layout: torch.memory_format) -> None:
+    """The fake kernel's strides and dtype match cuDNN's output in every layout and dtype an engine uses."""
+    from kiln.engine.conv_fusion import register_ops
+
+    ops = register_ops()
+    x = torch.randn(2, 16, 9, 9, device="cuda", dtype=dtype).to(memory_format=layout)
+    w = torch.randn(32, 16, 3, 3, device="cuda", dtype=dtype).to(memory_format=layout)
+    b = torch.randn(32, device="cuda", dtype=dtype)
+    z = torch.randn(2, 32, 5, 5, device="cuda", dtype=dtype).to(memory_format=layout)
+    torch.library.opcheck(ops["conv_relu"], (x, w, b, [2, 2], [1, 1], [1, 1], 1))
+    torch.library.opcheck(ops["conv_add_relu"], (x, w, b, z, [2, 2], [1, 1], [1, 1], 1))

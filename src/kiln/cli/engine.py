@@ -131,6 +131,10 @@ def build(
     )
     for note in outcome.notes:
         console.print(f"[yellow]accuracy gate:[/] {note}")
+    fusion = outcome.manifest.build_options.get("conv_fusion")
+    if fusion:
+        left = "; ".join(f"{n}× {why}" for why, n in fusion["skipped"].items()) or "none"
+        console.print(f"conv fusion: {fusion['folded']} convolutions folded; blocks left as they were: {left}")
     m = outcome.manifest
     how = "reused from cache" if outcome.cached else f"built in {time.perf_counter() - started:.1f}s"
     console.print(f"[green]engine[/] {output} ({m.backend} {m.precision.value} on {m.device}, {how})")

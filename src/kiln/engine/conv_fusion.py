@@ -15,6 +15,7 @@ activations, no squeeze-excitation, drop-block, anti-aliasing or drop-path, batc
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.errors import KilnError
@@ -104,7 +105,8 @@ def _foldable(conv: Any, bn: Any) -> bool:
     import torch
 
     return (
-        isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)
+        # exact types: subclasses (timm's BatchNormAct2d, Conv2dSame, StdConv2d) do more in their forward
+        type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d and not bn.training
         and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"
         and bn.running_mean is not None and bn.running_var is not None
     )
@@ -139,9 +141,13 @@ def _conv_module() -> Any:
 
 
 def _plain(module: Any) -> bool:
+    """Nothing, or a module that is the identity in eval mode (timm's DropPath and DropBlock2d are)."""
     import torch
+    from timm.layers.drop import DropBlock2d, DropPath
 
-    return module is None or isinstance(module, torch.nn.Identity)
+    if module is None or type(module) is torch.nn.Identity:
+        return True
+    return type(module) in (DropPath, DropBlock2d) and not module.training
 
 
 def _relu(module: Any) -> bool:
@@ -217,12 +223,12 @@ def _fuse_stem(model: Any) -> int:
     import torch
 
     conv1, bn1, act1 = (getattr(model, n, None) for n in ("conv1", "bn1", "act1"))
-    if model.training or not hasattr(model, "layer1") or not isinstance(bn1, torch.nn.BatchNorm2d) or not _relu(act1):
+    if model.training or not hasattr(model, "layer1") or type(bn1) is not torch.nn.BatchNorm2d or not _relu(act1):
         return 0
     folded_conv = _conv_module()
-    if isinstance(conv1, torch.nn.Conv2d) and _foldable(conv1, bn1):
+    if _foldable(conv1, bn1):
         model.conv1 = folded_conv(conv1, bn1, relu=True)
-    elif isinstance(conv1, torch.nn.Sequential) and len(conv1) == 7:
+    elif type(conv1) is torch.nn.Sequential and len(conv1) == 7:
         parts = list(conv1)
         triples = [(parts[0], parts[1], parts[2]), (parts[3], parts[4], parts[5])]
         if not (all(_foldable(c, b) and _relu(r) for c, b, r in triples) and _foldable(parts[6], bn1)):
@@ -235,26 +241,37 @@ def _fuse_stem(model: Any) -> int:
     return len(model.conv1) if isinstance(model.conv1, torch.nn.Sequential) else 1
 
 
-def fuse_conv_epilogues(module: Any) -> int:
-    """Rewrites ``module``'s timm ResNet blocks (and the stem's conv + bn + ReLU) in place; returns how many
-    convolutions were folded. Raises KilnError when there is nothing it can rewrite."""
+@dataclass
+class FusionReport:
+    """What ``fuse_conv_epilogues`` did: convolutions folded, and each kind of block it left alone with the reason."""
+
+    folded: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"folded": self.folded, "skipped": dict(sorted(self.skipped.items()))}
+
+
+def fuse_conv_epilogues(module: Any) -> FusionReport:
+    """Rewrites ``module``'s timm ResNet blocks (and the stem's conv + bn + ReLU) in place. Raises KilnError when
+    there is nothing it can rewrite; blocks it cannot rewrite exactly stay as they are, counted in the report."""
     from timm.models.resnet import BasicBlock, Bottleneck
 
-    count = 0
-    skipped: list[str] = []
+    report = FusionReport(folded=0)
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, (BasicBlock, Bottleneck)):
-                bottleneck = isinstance(child, Bottleneck)
+            if type(child) in (BasicBlock, Bottleneck):  # subclasses may change forward
+                bottleneck = type(child) is Bottleneck
                 reason = _why_not(child, bottleneck)
                 if reason is not None:
-                    skipped.append(f"{type(child).__name__} {reason}")
+                    key = f"{type(child).__name__} {reason}"
+                    report.skipped[key] = report.skipped.get(key, 0) + 1
                     continue
                 setattr(parent, name, _fused_block(child, bottleneck))
-                count += (3 if bottleneck else 2) + (child.downsample is not None)
-        count += _fuse_stem(parent)
-    if count == 0:
-        why = f" ({'; '.join(sorted(set(skipped)))})" if skipped else ""
+                report.folded += (3 if bottleneck else 2) + (child.downsample is not None)
+        report.folded += _fuse_stem(parent)
+    if report.folded == 0:
+        why = f" ({'; '.join(sorted(report.skipped))})" if report.skipped else ""
         raise KilnError(f"conv fusion found no ResNet block it can rewrite exactly{why}",
                         hint="it applies to timm ResNet models with ReLU and no squeeze-excitation")
-    return count
+    return report

@@ -61,15 +61,15 @@ def _examples(inputs: list[InputSpec], sizes: dict[str, int], batch: int, device
     }
 
 
-def _conv_fused(module: Any) -> Any:
-    """A copy of ``module`` with conv + batch norm (+ residual) + ReLU folded into fused convolutions (conv_fusion.py)."""
+def _conv_fused(module: Any) -> tuple[Any, Any]:
+    """A copy of ``module`` with conv + batch norm (+ residual) + ReLU folded into fused convolutions
+    (conv_fusion.py), and the fusion's report."""
     import copy
 
     from kiln.engine.conv_fusion import fuse_conv_epilogues
 
     fused = copy.deepcopy(module)
-    fuse_conv_epilogues(fused)
-    return fused
+    return fused, fuse_conv_epilogues(fused)
 
 
 def _prepare_module(program_path: Path, device: str, precision: Precision, channels_last: bool) -> Any:
@@ -157,7 +157,7 @@ class TorchBackend(Backend):
         ]
         sizes_by_dim = source.sizes(request.preprocessing)
         fuse_conv = bool(request.options.get("fuse_conv", False))
-        module = _conv_fused(source.module) if fuse_conv else source.module
+        module, fusion = _conv_fused(source.module) if fuse_conv else (source.module, None)
         with reporter.task("export torch program", total=1) as task:
             with torch.no_grad():
                 program = torch.export.export(
@@ -198,6 +198,7 @@ class TorchBackend(Backend):
                 "channels_last": channels_last,
                 "freezing": freezing,
                 "fuse_conv": fuse_conv,
+                **({"conv_fusion": fusion.as_dict()} if fusion is not None else {}),
                 "inductor": dict(request.options.get("inductor") or {}),
                 "compile_seconds": round(compile_seconds, 2),
                 "compute_dtype": _DTYPES[request.precision],
