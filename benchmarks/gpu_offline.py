@@ -153,13 +153,14 @@ def agreement(engine_dir: Path, images: int = 8) -> dict[str, Any]:
 
     from kiln.engine.loader import load_engine
     from kiln.engine.reference import reference_for
+    from kiln.engine.validate import cosine_rows
 
     with load_engine(engine_dir) as runner:
         _, h, w = runner.manifest.preprocessing.input_size
         x = np.random.default_rng(1).integers(0, 256, (images, h, w, 3), dtype=np.uint8)
         got = next(iter(runner.infer({"input": x}).values())).astype(np.float64)
         want = next(iter(reference_for(engine_dir, runner.manifest)({"input": x}).values())).astype(np.float64)
-    cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    cosine = cosine_rows(got, want)
     return {"images": images, "min_cosine": round(float(cosine.min()), 5),
             "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean())}
 
@@ -193,6 +194,7 @@ def main() -> None:
         "device_resident": [],
         "builds": [],
         "kernels": [],
+        "agreement": [],
     }
     for batch in [int(b) for b in args.batch.split(",")]:
         started = time.perf_counter()
@@ -215,7 +217,7 @@ def main() -> None:
         result["builds"].append({"batch": batch, "seconds": build_s})
         print(f"engine b{batch} built in {build_s}s", flush=True)
         check = agreement(outcome.path)
-        result.setdefault("agreement", []).append({"batch": batch, **check})
+        result["agreement"].append({"batch": batch, **check})
         print(f"  vs FP32 eager: min cosine {check['min_cosine']}, top-1 agreement {check['top1_agreement']:.2f}", flush=True)
         resident = device_resident(outcome.path, batch, args.seconds / 2)
         result["device_resident"].append(resident)

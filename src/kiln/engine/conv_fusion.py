@@ -14,6 +14,7 @@ activations, no squeeze-excitation, drop-block, anti-aliasing or drop-path, batc
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +113,9 @@ def _foldable(conv: Any, bn: Any) -> bool:
     )
 
 
-def _conv_module() -> Any:
+@functools.cache
+def _modules() -> tuple[Any, Any]:
+    """The two module classes of the rewrite (defined once, on first use: this module imports no torch)."""
     import torch
     import torch.nn.functional as F
 
@@ -137,7 +140,28 @@ def _conv_module() -> Any:
                 return ops["conv_relu"](x, self.weight, self.bias, *args)
             return F.conv2d(x, self.weight, self.bias, *args)
 
-    return FoldedConv
+    class FusedBlock(torch.nn.Module):
+        """timm's BasicBlock/Bottleneck with every conv + bn (+ ReLU) folded, the last one fused with the residual add."""
+
+        def __init__(self, block: Any, bottleneck: bool) -> None:
+            super().__init__()
+            self.conv1 = FoldedConv(block.conv1, block.bn1, relu=True)
+            self.conv2 = FoldedConv(block.conv2, block.bn2, relu=True)
+            self.conv3 = FoldedConv(block.conv3, block.bn3, relu=True) if bottleneck else None
+            shortcut = _downsample(block.downsample) if block.downsample is not None else None
+            self.pool = shortcut[0] if shortcut is not None else None
+            self.downsample = FoldedConv(shortcut[1], shortcut[2], relu=False) if shortcut is not None else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shortcut = x
+            if self.downsample is not None:
+                shortcut = self.downsample(self.pool(x) if self.pool is not None else x)
+            y = self.conv1(x)
+            if self.conv3 is not None:
+                return self.conv3(self.conv2(y), residual=shortcut)
+            return self.conv2(y, residual=shortcut)
+
+    return FoldedConv, FusedBlock
 
 
 def _plain(module: Any) -> bool:
@@ -189,35 +213,6 @@ def _why_not(block: Any, bottleneck: bool) -> str | None:
     return None
 
 
-def _fused_block(block: Any, bottleneck: bool) -> Any:
-    import torch
-
-    folded_conv = _conv_module()
-
-    class FusedBlock(torch.nn.Module):
-        """timm's BasicBlock/Bottleneck with every conv + bn (+ ReLU) folded, the last one fused with the residual add."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = folded_conv(block.conv1, block.bn1, relu=True)
-            self.conv2 = folded_conv(block.conv2, block.bn2, relu=True)
-            self.conv3 = folded_conv(block.conv3, block.bn3, relu=True) if bottleneck else None
-            shortcut = _downsample(block.downsample) if block.downsample is not None else None
-            self.pool = shortcut[0] if shortcut is not None else None
-            self.downsample = folded_conv(shortcut[1], shortcut[2], relu=False) if shortcut is not None else None
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shortcut = x
-            if self.downsample is not None:
-                shortcut = self.downsample(self.pool(x) if self.pool is not None else x)
-            y = self.conv1(x)
-            if self.conv3 is not None:
-                return self.conv3(self.conv2(y), residual=shortcut)
-            return self.conv2(y, residual=shortcut)
-
-    return FusedBlock().eval()
-
-
 def _fuse_stem(model: Any) -> int:
     """timm ResNet stems: conv1 (one conv, or the deep stem's conv-bn-ReLU ×2 + conv) with bn1 and act1."""
     import torch
@@ -225,7 +220,7 @@ def _fuse_stem(model: Any) -> int:
     conv1, bn1, act1 = (getattr(model, n, None) for n in ("conv1", "bn1", "act1"))
     if model.training or not hasattr(model, "layer1") or type(bn1) is not torch.nn.BatchNorm2d or not _relu(act1):
         return 0
-    folded_conv = _conv_module()
+    folded_conv = _modules()[0]
     if _foldable(conv1, bn1):
         model.conv1 = folded_conv(conv1, bn1, relu=True)
     elif type(conv1) is torch.nn.Sequential and len(conv1) == 7:
@@ -267,7 +262,7 @@ def fuse_conv_epilogues(module: Any) -> FusionReport:
                     key = f"{type(child).__name__} {reason}"
                     report.skipped[key] = report.skipped.get(key, 0) + 1
                     continue
-                setattr(parent, name, _fused_block(child, bottleneck))
+                setattr(parent, name, _modules()[1](child, bottleneck).eval())
                 report.folded += (3 if bottleneck else 2) + (child.downsample is not None)
         report.folded += _fuse_stem(parent)
     if report.folded == 0:
