@@ -48,6 +48,10 @@ def test_fused_model_gives_the_same_outputs(name: str, convs: int) -> None:
     program = torch.export.export(fused, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert {"kiln.conv_relu.default", "kiln.conv_add_relu.default"} <= targets
+    # shortcut convolutions run without a bias (it moved into the fused convolution that adds the shortcut)
+    shortcuts = [n for n in program.graph.nodes if n.target is torch.ops.aten.conv2d.default]
+    assert len(shortcuts) == sum(1 for m in model.modules() if getattr(m, "downsample", None) is not None) > 0
+    assert all(len(n.args) < 3 or n.args[2] is None for n in shortcuts)
 
 
 def test_blocks_it_cannot_rewrite_exactly_are_left_alone_and_named() -> None:
