@@ -4,6 +4,8 @@
 # PROFILE_AT=N: py-spy --gil on every server process at the shared run's sweep point N (py-spy from the device wheels).
 # FUSE_CONV=1: both engines built with --fuse-conv (files serving_*_fused.json).
 # SHARED=0: no engine-host run.  PER_WORKER_FUSE="0 1": the per-worker run once per value, unfused then fused, same call.
+# A per-worker run that builds its engine needs ~200 s (H100: build 68 s unfused, then four processes compile):
+# BASELINE_TIMEOUT=145 was too short for the unfused one on 2026-12-07.
 # Each client process opens one gRPC channel per concurrency slot (kiln bench serve's default since 2026-12-07).
 set -u
 cd "$(dirname "$0")"
