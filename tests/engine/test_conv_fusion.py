@@ -14,7 +14,7 @@ import torch
 
 from kiln.engine.artifact import EngineCache
 from kiln.engine.build import BuildSettings, build_engine
-from kiln.engine.conv_fusion import fuse_conv_epilogues
+from kiln.engine.conv_fusion import REWRITE_VERSION, fuse_conv_epilogues
 from kiln.engine.loader import load_engine
 from kiln.engine.reference import reference_for
 from kiln.engine.spec import BatchProfile, ModelSource, Precision
@@ -152,7 +152,7 @@ def test_a_fused_engine_loads_in_a_fresh_process(tmp_path: Path) -> None:
         options={"compile": "none", "fuse_conv": True},
     )
     outcome = build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
-    assert outcome.manifest.build_options["conv_fusion"] == {"folded": 20, "skipped": {}}
+    assert outcome.manifest.build_options["conv_fusion"] == {"folded": 20, "skipped": {}, "version": REWRITE_VERSION}
     script = (
         "import sys, numpy as np\n"
         "from kiln.engine.loader import load_engine\n"
@@ -162,3 +162,21 @@ def test_a_fused_engine_loads_in_a_fresh_process(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "e")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("(1, 3)")
+
+
+def test_a_new_rewrite_version_does_not_reuse_cached_fused_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.engine.conv_fusion as conv_fusion
+
+    def build(fuse: bool) -> bool:
+        settings = BuildSettings(
+            source=ModelSource.parse("timm:resnet18?num_classes=3"), backend="torch", precision=Precision.FP32,
+            batch=BatchProfile(min=1, opt=1, max=1), input_size=(32, 32), device="cpu",
+            options={"compile": "none", "fuse_conv": fuse},
+        )
+        return build_engine(settings, cache=EngineCache(tmp_path / "cache"), output=tmp_path / f"e{fuse}").cached
+
+    assert not build(True) and not build(False)
+    assert build(True) and build(False)  # same inputs, same rewrite: reused
+    monkeypatch.setattr(conv_fusion, "REWRITE_VERSION", REWRITE_VERSION + 1)
+    assert not build(True)  # the rewrite changed: rebuilt
+    assert build(False)  # unfused engines keep their keys

@@ -56,7 +56,7 @@ def _cache_key(settings: BuildSettings, source_sha: str, request: BuildRequest, 
         if request.calibration_dir is not None and request.calibration_method is not CalibrationMethod.DYNAMIC:
             calib["data"] = calibration_digest(request.calibration_dir)
             calib["limit"] = request.calibration_limit
-    return sha256_json({
+    key: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "source": source_sha,
         "input_size": settings.input_size,
@@ -67,7 +67,13 @@ def _cache_key(settings: BuildSettings, source_sha: str, request: BuildRequest, 
         "calibration": calib,
         "options": {k: v for k, v in sorted(request.options.items()) if k != "threads"},
         "compatibility": compat,
-    })
+    }
+    if request.options.get("fuse_conv"):
+        from kiln.engine.conv_fusion import REWRITE_VERSION
+
+        # only fused engines carry the rewrite's version, so that other cached engines keep their keys
+        key["conv_fusion"] = REWRITE_VERSION
+    return sha256_json(key)
 
 
 class _LazySource:

@@ -21,6 +21,10 @@ from typing import Any
 
 from kiln.errors import KilnError
 
+# What the rewrite produces; part of a fused engine's cache key, so that a rebuild after a change to the rewrite does
+# not reuse an engine made by the old one. 2: shortcut convolutions bias-free, their bias in the last convolution.
+REWRITE_VERSION = 2
+
 _REGISTERED = threading.Lock()
 _OPS: dict[str, Any] = {}
 
@@ -250,7 +254,7 @@ class FusionReport:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"folded": self.folded, "skipped": dict(sorted(self.skipped.items()))}
+        return {"folded": self.folded, "skipped": dict(sorted(self.skipped.items())), "version": REWRITE_VERSION}
 
 
 def fuse_conv_epilogues(module: Any) -> FusionReport:
