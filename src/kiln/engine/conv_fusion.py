@@ -9,7 +9,8 @@ convolution's own epilogue: 1.24-1.76x faster per layer on an H100 (benchmarks/g
 The fused convolutions are two custom ops (``kiln::conv_relu``, ``kiln::conv_add_relu``) so that the exported
 program carries them on any device: on CUDA they call cuDNN's fused kernels, elsewhere the same arithmetic
 in plain ops (which is what CI tests). Blocks are rewritten only where the rewrite is exact: ReLU
-activations, no squeeze-excitation, drop-block, anti-aliasing or drop-path, batch norm in eval mode.
+activations, no squeeze-excitation or anti-aliasing, drop-block and drop-path only in eval mode (identities there),
+batch norm in eval mode.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def _modules() -> tuple[Any, Any]:
             # the shortcut convolution's bias joins the last convolution's, which adds the shortcut in its epilogue:
             # on CUDA inductor adds a convolution's bias in a separate pass over its output (by their bytes, ~2 ms of
             # 30 per resnet50 batch of 1024 on an H100 for the four shortcuts); a bias-free convolution has none
-            self.downsample = FoldedConv(shortcut[1], shortcut[2], relu=False, with_bias=False) if shortcut else None
+            self.downsample = FoldedConv(shortcut[1], shortcut[2], relu=False, with_bias=False) if shortcut is not None else None
             moved = _folded(shortcut[1], shortcut[2])[1] if shortcut is not None else None
             self.conv1 = FoldedConv(block.conv1, block.bn1, relu=True)
             self.conv2 = FoldedConv(block.conv2, block.bn2, relu=True, extra_bias=None if bottleneck else moved)
