@@ -39,6 +39,7 @@ from kiln.apps.authenticity.schemas import (
 from kiln.apps.authenticity.views import VIEW_DESCRIPTIONS, VIEWS, Verdict
 from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.security.access import check_visible, principal, tenant_filter, url_signer
+from kiln.serve.multipart import boundary_of, parse_form_data
 from kiln.serve.timing import start_timings
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
 }
 
 
+_MAX_TEXT_FIELDS = 32
+
+
 async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[Upload], list[str], dict[str, str]]:
     """Parses a multipart case: files under 'images', the rest as text fields."""
     declared = request.headers.get("content-length")
@@ -85,30 +89,52 @@ async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[U
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise KilnError(f"expected multipart/form-data, got {content_type or 'no content type'!r}",
                         status=415, hint="send the photos as a form upload (curl -F images=@photo.jpg ...)")
+    boundary = boundary_of(content_type) if declared is not None and declared.isdigit() else None
+    if boundary is not None:
+        # a declared length within the limit: the body can be read whole and split fast (serve/multipart.py);
+        # a body of another shape goes to starlette's parser below, which reads the same buffered bytes
+        parts = parse_form_data(await request.body(), boundary, max_parts=limits.max_photos + 1 + _MAX_TEXT_FIELDS)
+        files = sum(part.filename is not None for part in parts or ())
+        if parts is not None and files <= limits.max_photos + 1 and len(parts) - files <= _MAX_TEXT_FIELDS:
+            return _case_fields(
+                [(p.name, Upload(p.filename or "", p.data[: limits.max_file_bytes + 1], p.content_type)
+                  if p.filename is not None else p.text) for p in parts]
+            )
     try:
-        form = await request.form(max_files=limits.max_photos + 1, max_fields=32)
+        form = await request.form(max_files=limits.max_photos + 1, max_fields=_MAX_TEXT_FIELDS)
     except KilnError:
         raise
     except Exception as exc:  # starlette raises its own exception types for malformed bodies
         raise KilnError(f"malformed multipart body: {exc}") from exc
+    try:
+        items: list[tuple[str, Upload | str]] = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read(limits.max_file_bytes + 1)
+                items.append((key, Upload(value.filename or "", data, value.content_type or "")))
+            else:
+                items.append((key, str(value)))
+    finally:
+        await form.close()
+    return _case_fields(items)
+
+
+def _case_fields(items: list[tuple[str, Upload | str]]) -> tuple[list[Upload], list[str], dict[str, str]]:
+    """Photos under 'images', views (repeated or comma-separated) and the other text fields, in form order."""
     uploads: list[Upload] = []
     views: list[str] = []
     fields: dict[str, str] = {}
-    try:
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if key != "images":
-                    raise KilnError(f"unexpected file field {key!r}", hint="send photos in the 'images' field")
-                data = await value.read(limits.max_file_bytes + 1)
-                uploads.append(Upload(value.filename or "", data, value.content_type or ""))
-            elif key == "views":
-                views.extend(v.strip() for v in str(value).split(",") if v.strip())
-            elif key == "images":
-                raise KilnError("the 'images' field must hold files, not text", hint="curl -F images=@photo.jpg")
-            else:
-                fields[key] = str(value)
-    finally:
-        await form.close()
+    for key, value in items:
+        if isinstance(value, Upload):
+            if key != "images":
+                raise KilnError(f"unexpected file field {key!r}", hint="send photos in the 'images' field")
+            uploads.append(value)
+        elif key == "views":
+            views.extend(v.strip() for v in value.split(",") if v.strip())
+        elif key == "images":
+            raise KilnError("the 'images' field must hold files, not text", hint="curl -F images=@photo.jpg")
+        else:
+            fields[key] = value
     return uploads, views, fields
 
 
