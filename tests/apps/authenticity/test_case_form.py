@@ -74,3 +74,18 @@ def test_too_many_files_is_refused_on_the_fast_path_too() -> None:
     body, content_type = _case([("images", (f"p{i}.jpg", b"x", "image/jpeg")) for i in range(5)], {})
     with pytest.raises(KilnError, match="malformed multipart body"):
         _read(body, content_type, limits)
+
+
+def test_bodies_over_the_fast_path_size_stream_through_starlette(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.apps.authenticity.routes as routes
+
+    body, content_type = _case([("images", ("a.jpg", b"z" * 2000, "image/jpeg"))], {"brand": "b"})
+    calls: list[int] = []
+    form = Request.form
+    monkeypatch.setattr(Request, "form", lambda self, **k: (calls.append(1), form(self, **k))[1])
+    monkeypatch.setattr(routes, "_FAST_PATH_MAX_BYTES", len(body) - 1)
+    uploads, _, fields = _read(body, content_type, UploadLimits())  # type: ignore[misc]
+    assert calls == [1] and len(uploads[0].data) == 2000 and fields == {"brand": "b"}
+    monkeypatch.setattr(routes, "_FAST_PATH_MAX_BYTES", len(body))
+    _read(body, content_type, UploadLimits())
+    assert calls == [1]  # at the size: the fast path

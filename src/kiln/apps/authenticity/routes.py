@@ -74,6 +74,9 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
 
 
 _MAX_TEXT_FIELDS = 32
+# bodies up to this size are read whole for the fast path (about 3× their size in memory for a moment: the chunks,
+# the joined body, the parts); larger ones stream through starlette's parser, which spools files to disk
+_FAST_PATH_MAX_BYTES = 16 * 1024 * 1024
 
 
 async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[Upload], list[str], dict[str, str]]:
@@ -89,9 +92,10 @@ async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[U
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise KilnError(f"expected multipart/form-data, got {content_type or 'no content type'!r}",
                         status=415, hint="send the photos as a form upload (curl -F images=@photo.jpg ...)")
-    boundary = boundary_of(content_type) if declared is not None and declared.isdigit() else None
+    fast = declared is not None and declared.isdigit() and int(declared) <= _FAST_PATH_MAX_BYTES
+    boundary = boundary_of(content_type) if fast else None
     if boundary is not None:
-        # a declared length within the limit: the body can be read whole and split fast (serve/multipart.py);
+        # a declared length of at most 16 MB: the body can be read whole and split fast (serve/multipart.py);
         # a body of another shape goes to starlette's parser below, which reads the same buffered bytes
         parts = parse_form_data(await request.body(), boundary, max_parts=limits.max_photos + 1 + _MAX_TEXT_FIELDS)
         files = sum(part.filename is not None for part in parts or ())
