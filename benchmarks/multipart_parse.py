@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from serving import machine  # noqa: E402
 
 
 def _body(photos: int, photo_kb: int) -> tuple[bytes, str]:
@@ -84,13 +87,12 @@ def main() -> None:
 
     asyncio.run(measure())
     ratio = round(rows["starlette"]["p50_ms"] / rows["fast"]["p50_ms"], 2)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     command = "python benchmarks/multipart_parse.py " + " ".join(sys.argv[1:])
     lines = [
         "# Reading an authentication case's multipart body (`read_case_form`)",
         "",
         f"- command: `{command}`",
-        f"- machine: {machine}; Python {platform.python_version()}",
+        f"- machine: {machine()}; Python {platform.python_version()}",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- body: {args.photos} photos of {args.photo_kb} KB and 3 text fields, {len(body):,} bytes as httpx builds it,"
         f" handed over in 64 KB chunks; {args.repeats} reads per parser, interleaved",
@@ -106,7 +108,7 @@ def main() -> None:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows,
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine(), "rows": rows,
                                                          "ratio_p50": ratio}, indent=1))
     print("\n".join(lines))
 

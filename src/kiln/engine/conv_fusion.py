@@ -129,13 +129,13 @@ def _modules() -> tuple[Any, Any]:
     class FoldedConv(torch.nn.Module):
         """A convolution with its batch norm folded in; ``relu`` and a residual fused where asked."""
 
-        def __init__(self, conv: Any, bn: Any, relu: bool, with_bias: bool = True, extra_bias: Any = None) -> None:
+        def __init__(self, conv: Any, bn: Any, relu: bool, extra_bias: Any = None) -> None:
             super().__init__()
             weight, bias = _folded(conv, bn)
             self.weight = torch.nn.Parameter(weight, requires_grad=False)
             if extra_bias is not None:
                 bias = bias + extra_bias
-            self.bias = torch.nn.Parameter(bias, requires_grad=False) if with_bias else None
+            self.bias: torch.nn.Parameter | None = torch.nn.Parameter(bias, requires_grad=False)
             self.stride, self.padding = list(conv.stride), list(conv.padding)
             self.dilation, self.groups, self.relu = list(conv.dilation), conv.groups, relu
 
@@ -147,6 +147,11 @@ def _modules() -> tuple[Any, Any]:
                 return ops["conv_relu"](x, self.weight, self.bias, *args)
             return F.conv2d(x, self.weight, self.bias, *args)
 
+        def take_bias(self) -> Any:
+            """Removes this convolution's bias and returns it, for a later convolution to add instead."""
+            bias, self.bias = self.bias, None
+            return bias.detach() if bias is not None else None
+
     class FusedBlock(torch.nn.Module):
         """timm's BasicBlock/Bottleneck with every conv + bn (+ ReLU) folded, the last one fused with the residual add."""
 
@@ -157,8 +162,8 @@ def _modules() -> tuple[Any, Any]:
             # the shortcut convolution's bias joins the last convolution's, which adds the shortcut in its epilogue:
             # on CUDA inductor adds a convolution's bias in a separate pass over its output (by their bytes, ~2 ms of
             # 30 per resnet50 batch of 1024 on an H100 for the four shortcuts); a bias-free convolution has none
-            self.downsample = FoldedConv(shortcut[1], shortcut[2], relu=False, with_bias=False) if shortcut is not None else None
-            moved = _folded(shortcut[1], shortcut[2])[1] if shortcut is not None else None
+            self.downsample = FoldedConv(shortcut[1], shortcut[2], relu=False) if shortcut is not None else None
+            moved = self.downsample.take_bias() if self.downsample is not None else None
             self.conv1 = FoldedConv(block.conv1, block.bn1, relu=True)
             self.conv2 = FoldedConv(block.conv2, block.bn2, relu=True, extra_bias=None if bottleneck else moved)
             self.conv3 = FoldedConv(block.conv3, block.bn3, relu=True, extra_bias=moved) if bottleneck else None

@@ -82,7 +82,8 @@ _FAST_PATH_MAX_BYTES = 16 * 1024 * 1024
 async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[Upload], list[str], dict[str, str]]:
     """Parses a multipart case: files under 'images', the rest as text fields."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limits.max_body_bytes:
+    length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
+    if length is not None and length > limits.max_body_bytes:
         raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limits.max_body_bytes}",
                                    hint=f"send at most {limits.max_photos} photos of {limits.max_file_bytes} bytes each")
     content_type = request.headers.get("content-type", "")
@@ -92,7 +93,7 @@ async def read_case_form(request: Request, limits: UploadLimits) -> tuple[list[U
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise KilnError(f"expected multipart/form-data, got {content_type or 'no content type'!r}",
                         status=415, hint="send the photos as a form upload (curl -F images=@photo.jpg ...)")
-    fast = (declared is not None and declared.isascii() and declared.isdigit() and int(declared) <= _FAST_PATH_MAX_BYTES
+    fast = (length is not None and length <= _FAST_PATH_MAX_BYTES
             and "transfer-encoding" not in request.headers)  # a chunked body's length is not the declared one
     boundary = boundary_of(content_type) if fast else None
     if boundary is not None:
