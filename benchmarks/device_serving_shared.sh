@@ -3,6 +3,10 @@
 # per-worker engines, same engine and buckets (issue 9 acceptance 2). Writes JSON under $OUT.
 # PROFILE_AT=N: py-spy --gil on every server process at the shared run's sweep point N (py-spy from the device wheels).
 # FUSE_CONV=1: both engines built with --fuse-conv (files serving_*_fused.json).
+# BALANCE=round_robin: the per-worker runs with --grpc-worker-ports (each client deals its calls over every worker's own
+# gRPC port with round_robin, instead of the workers sharing one port and the kernel dealing connections; files
+# serving_per_worker*_round_robin.json). Default: BALANCE=reuseport. BALANCE="reuseport round_robin": both, one after
+# the other for each engine (the second reuses the first's engine cache), in the same call.
 # SHARED=0: no engine-host run.  PER_WORKER_FUSE="0 1": the per-worker run once per value, unfused then fused, same call.
 # A per-worker run that builds its engine needs ~200 s or more (H100: build 68 s unfused, then four processes compile;
 # BASELINE_TIMEOUT=145 was too short for the unfused one on 2026-12-07). A device call has at most 600 s: choose the
@@ -14,6 +18,9 @@ fc=""
 PER_WORKER_FUSE=${PER_WORKER_FUSE:-$([ -n "$fc" ] && echo 1 || echo 0)}
 for fuse in $PER_WORKER_FUSE; do
   case "$fuse" in 0|1) ;; *) echo "PER_WORKER_FUSE takes 0 and 1 separated by spaces, got '$fuse'" >&2; exit 2;; esac
+done
+for balance in ${BALANCE:=reuseport}; do
+  case "$balance" in reuseport|round_robin) ;; *) echo "BALANCE takes reuseport and round_robin, got '$balance'" >&2; exit 2;; esac
 done
 report() { local rc=$?; [ "$rc" = 0 ] || echo "!! $1 ended with exit status $rc (124: timed out)"; }
 cd "$(dirname "$0")"
@@ -31,10 +38,13 @@ fi
 if [ "${BASELINE:-1}" = 1 ]; then
   for fuse in $PER_WORKER_FUSE; do
     flag=""; [ "$fuse" = 1 ] && flag="--fuse-conv"
-    echo "== per-worker engines ${flag:-unfused}"
-    timeout "${BASELINE_TIMEOUT:-240}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
-      --buckets "$BUCKETS" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" \
-      --cache "$CACHE" --skip-single $flag --out "$OUT/serving_per_worker${flag:+_fused}.json" 2>&1 | grep -v Warning
-    report "the per-worker run ${flag:-unfused}"
+    for balance in $BALANCE; do
+      rr=""; [ "$balance" = round_robin ] && rr="--grpc-worker-ports"
+      echo "== per-worker engines ${flag:-unfused}, balance $balance"
+      timeout "${BASELINE_TIMEOUT:-240}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
+        --buckets "$BUCKETS" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" \
+        --cache "$CACHE" --skip-single $flag $rr --out "$OUT/serving_per_worker${flag:+_fused}${rr:+_round_robin}.json" 2>&1 | grep -v Warning
+      report "the per-worker run ${flag:-unfused} $balance"
+    done
   done
 fi

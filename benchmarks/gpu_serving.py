@@ -5,7 +5,9 @@ starts `kiln serve` as a subprocess, then loads it over gRPC with `kiln bench se
   1. concurrency 1 and 64 with one image per request (acceptance 3 of issue 3);
   2. a sweep of total load from several client processes (each request carries --rows images),
      to find the highest throughput whose p99 stays within --p99-ms (issue 9, acceptance 2).
-GPU utilization is read from the server's /metrics during the sweep.
+GPU utilization is read from the server's /metrics during the sweep. With --workers N the workers share the
+gRPC port (the kernel deals them connections); add --grpc-worker-ports to have the clients deal calls over each
+worker's own port instead (round_robin). Either way requests_per_worker says how evenly they were loaded.
 
     python benchmarks/gpu_serving.py --model resnet50 --out results.json
 """
@@ -13,6 +15,7 @@ GPU utilization is read from the server's /metrics during the sweep.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +41,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _free_ports(count: int, avoid: tuple[int, ...]) -> int:
+    """The first of ``count`` consecutive loopback ports that are free and not in ``avoid``."""
+    for _ in range(100):
+        first = _free_port()
+        if first + count > 65536 or any(first <= port < first + count for port in avoid):
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"found no {count} consecutive free ports")
 
 
 def _gpu_utilization(url: str) -> float | None:
@@ -151,6 +170,9 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="kiln serve --workers (server processes sharing the ports)")
     parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
+    parser.add_argument("--grpc-worker-ports", action="store_true",
+                        help="with --workers N > 1: kiln serve --grpc-worker-ports, and the clients deal their calls to the "
+                             "workers' own ports with gRPC's round_robin policy instead of sharing one port (SO_REUSEPORT)")
     parser.add_argument("--cache", type=Path, default=None, help="engine cache to reuse between runs (default: a fresh one)")
     parser.add_argument("--skip-single", action="store_true", help="skip the concurrency 1 and 64 single-image runs")
     parser.add_argument("--profile-at", type=int, default=None,
@@ -159,6 +181,8 @@ def main() -> None:
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/site/bin/py-spy", help="py-spy executable")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.grpc_worker_ports and args.workers < 2:
+        parser.error("--grpc-worker-ports needs --workers 2 or more")
     require_modules(SERVER_MODULES)  # before minutes of engine building: the server must be able to start
     # a time limit's SIGTERM still writes what was measured (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
@@ -196,10 +220,15 @@ def main() -> None:
     }))
     http_port, grpc_port = _free_port(), _free_port()
     url, grpc_addr = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    own_ports: list[str] = []
+    if args.grpc_worker_ports:  # the clients balance calls over the workers' own ports
+        first = _free_ports(args.workers, (http_port, grpc_port))
+        own_ports = ["--grpc-worker-ports", str(first)]
+        grpc_addr = "ipv4:" + ",".join(f"127.0.0.1:{first + i}" for i in range(args.workers))
     log = (work / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--workers", str(args.workers), *(["--shared-engines"] if args.shared_engines else [])],
+         "--workers", str(args.workers), *(["--shared-engines"] if args.shared_engines else []), *own_ports],
         stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ),
     )
     result: dict[str, Any] = {
@@ -208,6 +237,9 @@ def main() -> None:
         "hardware": fingerprint(),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "build_seconds": round(build_seconds, 1),
+        # how the clients' calls reach the workers: each worker's own port in turn, or connections the kernel shares out
+        "balance": ("round_robin" if args.grpc_worker_ports else "reuseport") if args.workers > 1 else None,
+        "grpc_target": grpc_addr,
     }
     try:
         start_wait = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiln.serve.loadgen import GrpcTarget, closed_loop, grpc_payload, make_target
+from kiln.serve.loadgen import GrpcTarget, closed_loop, grpc_payload, grpc_target, make_target
 from tests.live_server import wait_until_ready
 
 from .conftest import free_port
@@ -75,3 +75,22 @@ def test_the_command_refuses_a_connection_count_out_of_range() -> None:
     out = subprocess.run([sys.executable, "-m", "kiln", "bench", "serve", "--url", "127.0.0.1:1", "--model", "m",
                           "--connections", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--connections 0" in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("url", "target", "balanced"), [
+    ("127.0.0.1:8001", "127.0.0.1:8001", False),
+    ("grpc://127.0.0.1:8001", "127.0.0.1:8001", False),
+    ("127.0.0.1:9000,127.0.0.1:9001", "127.0.0.1:9000,127.0.0.1:9001", True),
+    ("ipv4:127.0.0.1:9000,127.0.0.1:9001", "ipv4:127.0.0.1:9000,127.0.0.1:9001", True),
+    ("grpc://ipv4:127.0.0.1:9000", "ipv4:127.0.0.1:9000", True),
+    ("ipv6:[::1]:9000,[::1]:9001", "ipv6:[::1]:9000,[::1]:9001", True),
+    ("dns:///localhost:9000", "dns:///localhost:9000", True),
+])
+def test_a_target_of_several_servers_gets_the_round_robin_policy(url: str, target: str, balanced: bool) -> None:
+    async def options() -> list[tuple[str, object]]:
+        made = GrpcTarget(url, b"", connections=1)
+        await made.close()
+        return made.options
+
+    assert grpc_target(url) == (target, [("grpc.lb_policy_name", "round_robin")] if balanced else [])
+    assert (("grpc.lb_policy_name", "round_robin") in asyncio.run(options())) == balanced

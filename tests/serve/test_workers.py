@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,98 @@ def test_an_engine_host_that_dies_stops_the_server_with_a_failure(shared_engines
     assert f"engine host (pid {host}) exited with status -9" in stderr
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def _consecutive_free_ports(count: int, avoid: tuple[int, ...]) -> int:
+    """The first of ``count`` consecutive free loopback ports, none of them in ``avoid``."""
+    import contextlib
+    import socket
+
+    for _ in range(100):
+        first = free_port()
+        if any(first <= port < first + count for port in avoid):
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def test_own_grpc_ports_let_one_round_robin_channel_reach_every_worker(small_repo: Path, tmp_path: Path) -> None:
+    import grpc
+
+    from kiln.serve.loadgen import grpc_payload, grpc_target
+    from kiln.serve.protos import grpc_service_pb2 as pb
+
+    http_port, grpc_port = free_port(), free_port()
+    first = _consecutive_free_ports(2, (http_port, grpc_port))
+    server = _serve(small_repo, http_port, grpc_port, 2, tmp_path / "home", "--grpc-worker-ports", str(first))
+    body = grpc_payload("long", {"x": np.array([[1, 2, 3]], dtype=np.int64)})
+
+    def infer(channel: grpc.Channel) -> str:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=lambda b: b,
+                                   response_deserializer=pb.ModelInferResponse.FromString)
+        answer, outcome = call.with_call(body, timeout=10)
+        assert np.frombuffer(answer.raw_output_contents[0], dtype=np.int64).tolist() == [3, 6, 9]
+        return next(str(value) for key, value in outcome.trailing_metadata() if key == WORKER_HEADER)
+
+    try:
+        wait_until_ready(f"http://127.0.0.1:{http_port}", [], seconds=120, request_timeout=1)
+        workers = {str(pid) for pid in _children(server.pid)}
+        assert len(workers) == 2
+        own = set()
+        for port in (first, first + 1):  # each own port is one worker, serving once its model is loaded
+            deadline = time.monotonic() + 60
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                while True:
+                    try:
+                        own.add(infer(channel))
+                        break
+                    except grpc.RpcError:
+                        assert time.monotonic() < deadline, f"the worker on port {port} never answered"
+                        time.sleep(0.2)
+        assert own == workers, "each own port belongs to another worker"
+
+        target, options = grpc_target(f"ipv4:127.0.0.1:{first},127.0.0.1:{first + 1}")
+        with grpc.insecure_channel(target, options=options) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            for _ in range(4):  # until both subchannels are connected
+                infer(channel)
+            answered = Counter(infer(channel) for _ in range(20))
+        assert set(answered) == workers and min(answered.values()) >= 5, f"one channel, calls dealt in turn: {answered}"
+    finally:
+        _kill(server)
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert f"ipv4:127.0.0.1:{first},127.0.0.1:{first + 1}" in stderr and "round_robin" in stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "1"], "--grpc-worker-ports 9100 needs --workers 2 or more"),
+    (["--workers", "2", "--grpc-port", "0"], "needs gRPC, which --grpc-port 0 disables"),
+    (["--workers", "3", "--http-port", "9102"], "takes ports 9100-9102, which include --http-port 9102"),
+    (["--workers", "2", "--grpc-port", "9100"], "which include --grpc-port 9100"),
+    (["--workers", "2", "--grpc-worker-ports", "65535"], "asks for ports 65535-65536, outside 1-65535"),
+])
+def test_grpc_worker_ports_are_checked(args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["kiln", "serve", "--repo", str(tmp_path), "--http-port", "9000", "--grpc-port", "9001",
+                                      "--grpc-worker-ports", "9100", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    out = capsys.readouterr()
+    text = " ".join((out.out + out.err).split())  # the console wraps long lines
+    assert "Traceback" not in text and message in text
+
+
+def test_the_round_robin_target_names_every_workers_port() -> None:
+    from kiln.serve.workers import round_robin_target
+
+    assert round_robin_target("127.0.0.1", 9100, 3) == "ipv4:127.0.0.1:9100,127.0.0.1:9101,127.0.0.1:9102"
+    assert round_robin_target("::1", 9100, 2) == "ipv6:[::1]:9100,[::1]:9101"

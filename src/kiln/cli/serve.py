@@ -34,6 +34,10 @@ def serve(
     max_inflight: Annotated[int, typer.Option("--max-inflight", help="HTTP requests in progress before new ones get 503 (0: unbounded)")] = 128,
     workers: Annotated[int, typer.Option("--workers", help="server processes sharing the ports (SO_REUSEPORT), each loading "
                                          "every model; per-process metrics and rate limits")] = 1,
+    grpc_worker_ports: Annotated[int | None, typer.Option(
+        "--grpc-worker-ports", metavar="FIRST",
+        help="with --workers N: each worker also listens for gRPC on its own port FIRST+i, so that clients can balance "
+             "requests with gRPC's round_robin policy over ipv4:HOST:FIRST,...,HOST:FIRST+N-1")] = None,
     shared_engines: Annotated[bool, typer.Option("--shared-engines", help="run the engines once, in an engine host process that "
                                                  "batches every worker's requests together (one CUDA context on a GPU)")] = False,
     max_loop_lag_ms: Annotated[float, typer.Option("--max-loop-lag-ms",
@@ -66,6 +70,8 @@ def serve(
     if workers > 1 and http_port == 0:
         raise KilnError(f"--workers {workers} needs a fixed --http-port, not 0",
                         hint="the workers share one port: give a port number")
+    if grpc_worker_ports is not None:
+        _check_grpc_worker_ports(grpc_worker_ports, workers, http_port, grpc_port)
     if web is not None and not web.is_dir():
         raise KilnError(f"--web {web} is not a directory")
     if pages and web is None:
@@ -93,6 +99,7 @@ def serve(
         max_loop_lag_s=max_loop_lag_ms / 1e3 or None,
         loop=loop,
         shared_engines=shared_engines,
+        grpc_worker_port=grpc_worker_ports,
     )
     if shared_engines and broker:
         raise KilnError("--shared-engines does not apply to a gateway (--broker): it runs no engines")
@@ -104,6 +111,23 @@ def serve(
     code = supervise(options, workers)
     if code:
         raise typer.Exit(code)
+
+
+def _check_grpc_worker_ports(first: int, workers: int, http_port: int, grpc_port: int) -> None:
+    name = f"--grpc-worker-ports {first}"
+    if workers < 2:
+        raise KilnError(f"{name} needs --workers 2 or more (got {workers})",
+                        hint="one process has one gRPC port already: use --grpc-port")
+    if grpc_port == 0:
+        raise KilnError(f"{name} needs gRPC, which --grpc-port 0 disables", hint="give a --grpc-port")
+    last = first + workers - 1
+    if first < 1 or last > 65535:
+        raise KilnError(f"{name} with --workers {workers} asks for ports {first}-{last}, outside 1-65535",
+                        hint=f"choose FIRST between 1 and {65536 - workers}")
+    for option, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if first <= port <= last:
+            raise KilnError(f"{name} with --workers {workers} takes ports {first}-{last}, which include {option} {port}",
+                            hint="choose a range apart from the HTTP and gRPC ports")
 
 
 def default_apps(repo: Path, *, pages: bool) -> list[str]:
@@ -135,7 +159,8 @@ def _parse_shapes(values: list[str]) -> dict[str, list[int]]:
 
 
 def bench_serve(
-    url: Annotated[str, typer.Option(help="server address: http://HOST:PORT for HTTP, HOST:PORT for gRPC")],
+    url: Annotated[str, typer.Option(help="server address: http://HOST:PORT for HTTP, HOST:PORT for gRPC, or a gRPC target "
+                                          "of several servers such as ipv4:HOST:P0,HOST:P1 (calls dealt round_robin)")],
     model: Annotated[str, typer.Option(help="model name")],
     protocol: Annotated[str, typer.Option(help="http | grpc")] = "http",
     concurrency: Annotated[str, typer.Option(help="closed-loop concurrency levels, comma-separated")] = "1,8,32",

@@ -177,18 +177,36 @@ class HttpTarget:
         await self._session.close()
 
 
+_GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:")  # gRPC target names that may list several servers
+
+
+def grpc_target(url: str) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target of ``url`` (``grpc://`` dropped) and the channel options it needs: a target
+    that names several servers (``ipv4:HOST:P0,HOST:P1``, ``dns:``) gets the ``round_robin`` policy,
+    which deals calls to them in turn (gRPC's default, ``pick_first``, sends every call to one)."""
+    target = url if url.startswith(_GRPC_SCHEMES) else url.split("://", 1)[-1]
+    if "," in target or target.startswith(_GRPC_SCHEMES):
+        return target, [("grpc.lb_policy_name", "round_robin")]
+    return target, []
+
+
 class GrpcTarget:
     """``connections`` channels, each its own HTTP/2 connection (a channel-local subchannel pool:
     gRPC would otherwise share one connection between channels to the same address), used in turn.
     A server whose workers share the port (``kiln serve --workers N``: SO_REUSEPORT) spreads
-    connections, not calls, over its workers: with one connection a client reaches one worker."""
+    connections, not calls, over its workers: with one connection a client reaches one worker.
+    A target that lists every worker's own port (``--grpc-worker-ports``) balances calls instead:
+    each channel then connects to every worker and deals its calls to them in turn (round_robin)."""
 
     def __init__(self, url: str, body: bytes, connections: int = 1) -> None:
         import grpc
 
-        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-                   ("grpc.use_local_subchannel_pool", 1)]
-        self._channels = [grpc.aio.insecure_channel(url, options=options) for _ in range(max(1, connections))]
+        target, balancing = grpc_target(url)
+        self.options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+            ("grpc.use_local_subchannel_pool", 1), *balancing,
+        ]
+        self._channels = [grpc.aio.insecure_channel(target, options=self.options) for _ in range(max(1, connections))]
         self._calls = itertools.cycle([channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
                                                            request_serializer=lambda b: b, response_deserializer=lambda b: b)
                                        for channel in self._channels])
@@ -227,7 +245,8 @@ async def fetch_metadata(url: str, model: str, protocol: str) -> dict[str, Any]:
 
     from kiln.serve.protos import grpc_service_pb2 as pb
 
-    async with grpc.aio.insecure_channel(url) as channel:
+    target, balancing = grpc_target(url)
+    async with grpc.aio.insecure_channel(target, options=balancing) as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelMetadata",
             request_serializer=pb.ModelMetadataRequest.SerializeToString,
@@ -246,7 +265,7 @@ def make_target(url: str, model: str, protocol: str, inputs: dict[str, np.ndarra
         body, headers = http_payload(inputs)
         return HttpTarget(url if "://" in url else f"http://{url}", model, body, headers, connections)
     if protocol == "grpc":
-        return GrpcTarget(url.split("://", 1)[-1], grpc_payload(model, inputs), connections)
+        return GrpcTarget(url, grpc_payload(model, inputs), connections)
     raise KilnError(f"protocol {protocol!r} is not http or grpc")
 
 

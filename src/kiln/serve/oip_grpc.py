@@ -252,11 +252,13 @@ class InferenceService:
 
 
 def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
-                       interceptors: tuple[Any, ...] = (), worker_pid: int | None = None) -> grpc.aio.Server:
+                       interceptors: tuple[Any, ...] = (), worker_pid: int | None = None,
+                       extra_addresses: tuple[str, ...] = ()) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (host:port) serving the inference service.
 
     ``worker_pid`` (``kiln serve --workers N``): the port is shared with the other workers
     (SO_REUSEPORT) and every answer names this process in its ``x-kiln-worker`` trailing metadata.
+    ``extra_addresses``: more host:port to listen on (``--grpc-worker-ports``: this worker's own port).
     """
     limit = max_message_bytes or 64 << 20
     server = grpc.aio.server(
@@ -268,6 +270,16 @@ def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: i
         ]
     )
     server.add_generic_rpc_handlers((InferenceService(state, worker_pid=worker_pid).handler(),))
-    if server.add_insecure_port(address) == 0:
-        raise KilnError(f"cannot bind gRPC to {address}", hint="choose another --grpc-port")
+    _bind(server, address, "choose another --grpc-port")
+    for extra in extra_addresses:
+        _bind(server, extra, "choose other --grpc-worker-ports")
     return server
+
+
+def _bind(server: grpc.aio.Server, address: str, hint: str) -> None:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        bound = 0
+    if bound == 0:
+        raise KilnError(f"cannot bind gRPC to {address}", hint=hint)

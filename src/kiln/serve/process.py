@@ -54,6 +54,7 @@ class ServeOptions:
     max_inflight: int | None = 128  # HTTP requests in progress before new ones get 503 (None: unbounded)
     freeze_heap: bool = False  # gc.freeze once started (the CLI's own process; embedders keep their heap as is)
     worker: int | None = None  # index under ``kiln serve --workers N`` (serve/workers.py): ports shared by SO_REUSEPORT
+    grpc_worker_port: int | None = None  # first per-worker gRPC port: worker i also listens on it + i (round_robin clients)
     shared_engines: bool = False  # ``--workers N --shared-engines``: one engine host process runs every worker's engines
     engine_host: str | None = None  # the engine host's socket (set by the supervisor for its workers)
     max_loop_lag_s: float | None = 0.05  # event-loop lateness past which new HTTP requests get 503 (None: never)
@@ -135,6 +136,7 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
 
     from kiln.serve.app import create_app, server_state
     from kiln.serve.oip_grpc import create_grpc_server
+    from kiln.serve.workers import grpc_address
 
     if not options.repo.is_dir():
         raise KilnError(f"model repository {options.repo} is not a directory", hint="pass --repo DIR")
@@ -154,13 +156,17 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access,
                      max_inflight=options.max_inflight, max_loop_lag_s=options.max_loop_lag_s)
     grpc_server = None
+    own_port = None  # this worker's own gRPC port beside the shared one, for clients that balance calls (round_robin)
+    if options.grpc_port is not None and options.worker is not None and options.grpc_worker_port is not None:
+        own_port = options.grpc_worker_port + options.worker
     if options.grpc_port is not None:
         from kiln.security.access import GrpcAccessInterceptor
 
         grpc_server = create_grpc_server(
-            state, f"{options.host}:{options.grpc_port}", max_message_bytes=options.max_grpc_message_bytes,
+            state, grpc_address(options.host, options.grpc_port), max_message_bytes=options.max_grpc_message_bytes,
             interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
             worker_pid=os.getpid() if options.worker is not None else None,
+            extra_addresses=(grpc_address(options.host, own_port),) if own_port is not None else (),
         )
         await grpc_server.start()
         server = grpc_server
@@ -198,7 +204,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     log.info(
         "kiln serving %s on http://%s:%d%s%s", options.repo, options.host, options.http_port,
         f" and grpc://{options.host}:{options.grpc_port}" if options.grpc_port is not None else "",
-        f" (worker {options.worker}, pid {os.getpid()})" if options.worker is not None else "",
+        f" (worker {options.worker}, pid {os.getpid()}{'' if own_port is None else f', own gRPC port {own_port}'})"
+        if options.worker is not None else "",
     )
     try:
         await http_server.serve(sockets=sockets)

@@ -2,7 +2,10 @@
 
 Each worker is a whole ``kiln serve`` (own event loop, model repository, batchers, apps) started
 with multiprocessing's *spawn*. They listen on the same ports through SO_REUSEPORT, so the kernel
-spreads new connections over them (a kept-alive connection stays with its worker). The parent only
+spreads new connections over them (a kept-alive connection stays with its worker), not calls: a
+client with few connections loads some workers more than others. With ``--grpc-worker-ports FIRST``
+worker i also listens for gRPC on its own port FIRST+i, so that a client can balance calls itself
+with gRPC's ``round_robin`` policy over ``ipv4:HOST:FIRST,...`` (the supervisor logs it). The parent only
 supervises: SIGINT/SIGTERM are forwarded to every worker as SIGTERM (a second signal as SIGINT,
 which forces them, as a second Ctrl-C does in one process); no worker is restarted: when one exits
 the others are stopped and the parent exits non-zero, naming the worker in its log.
@@ -47,6 +50,18 @@ _EXIT_STARTUP_FAILED = 3
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def grpc_address(host: str, port: int) -> str:
+    """host:port as gRPC reads it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def round_robin_target(host: str, first_port: int, workers: int) -> str:
+    """The gRPC target naming every worker's own port: ``ipv4:HOST:P0,HOST:P1,...`` (``ipv6:`` for an
+    IPv6 host); a channel to it with the ``round_robin`` policy deals calls to the workers in turn."""
+    scheme = "ipv6" if ":" in host else "ipv4"
+    return f"{scheme}:" + ",".join(grpc_address(host, first_port + i) for i in range(workers))
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -165,6 +180,9 @@ def supervise(options: ServeOptions, workers: int) -> int:
 
     configure_logging(options.log_level)
     ports = [options.http_port] + ([options.grpc_port] if options.grpc_port is not None else [])
+    first_own = options.grpc_worker_port if options.grpc_port is not None else None  # --grpc-worker-ports
+    if first_own is not None:
+        ports += range(first_own, first_own + workers)
     check_ports_free(options.host, ports)
     context = multiprocessing.get_context("spawn")
     processes: list[multiprocessing.process.BaseProcess] = []
@@ -203,6 +221,10 @@ def supervise(options: ServeOptions, workers: int) -> int:
             started.start()
             processes.append(started)
         log.info("kiln supervising %d workers (pids %s)", len(processes), ", ".join(str(p.pid) for p in processes))
+        if first_own is not None:
+            log.info("kiln workers also listen for gRPC on ports %d-%d: to balance calls, not connections, use the target %s "
+                     "with the client's lb policy round_robin", first_own, first_own + workers - 1,
+                     round_robin_target(options.host, first_own, workers))
         running = list(processes)
         while running:
             wait([p.sentinel for p in running] + ([host.sentinel] if host is not None and host.exitcode is None else []), timeout=1.0)
