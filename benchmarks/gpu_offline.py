@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--instances", default="1,2,3")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--fuse-conv", action="store_true", help="conv + bn + residual + ReLU as cuDNN fused convolutions")
+    parser.add_argument("--cudnn-benchmark-limit", type=int, default=None,
+                        help="cuDNN plans timed per convolution shape when the engine loads (0: all; torch's default: 10)")
     parser.add_argument("--kernels", type=int, default=0, help="also profile device-resident replays: the top N kernels")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -208,6 +210,7 @@ def main() -> None:
                 options={
                     "compile": args.compile, "input_format": "uint8", "freezing": args.freezing,
                     "inductor": json.loads(args.inductor), "fuse_conv": args.fuse_conv,
+                    **({"cudnn_benchmark_limit": args.cudnn_benchmark_limit} if args.cudnn_benchmark_limit is not None else {}),
                 },
             ),
             cache=EngineCache(work / "cache"),

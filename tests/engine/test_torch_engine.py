@@ -83,3 +83,16 @@ def test_instances_of_one_engine_share_weights(tmp_path: Path) -> None:
     assert first._module is second._module  # type: ignore[attr-defined]
     x = np.random.default_rng(5).standard_normal((2, 3, 64, 64)).astype(np.float32)
     np.testing.assert_array_equal(first.infer({"input": x})["logits"], second.infer({"input": x})["logits"])
+
+
+def test_the_cudnn_plan_search_width_travels_with_the_engine(tmp_path: Path) -> None:
+    """``cudnn_benchmark_limit`` (cuDNN plans timed per convolution shape when a GPU engine loads) is kept in the
+    manifest for the runner and is part of the cache key; without it the manifest says nothing (torch's default)."""
+    cache = EngineCache(tmp_path / "cache")
+    plain = build_engine(_settings(Precision.FP32), cache=cache, output=tmp_path / "plain")
+    wide_settings = _settings(Precision.FP32)
+    wide_settings.options["cudnn_benchmark_limit"] = 0
+    wide = build_engine(wide_settings, cache=cache, output=tmp_path / "wide")
+    assert "cudnn_benchmark_limit" not in plain.manifest.build_options
+    assert wide.manifest.build_options["cudnn_benchmark_limit"] == 0
+    assert not wide.cached  # a cache key without the option would have handed back the plain engine

@@ -200,6 +200,8 @@ class TorchBackend(Backend):
                 "fuse_conv": fuse_conv,
                 **({"conv_fusion": fusion.as_dict()} if fusion is not None else {}),
                 "inductor": dict(request.options.get("inductor") or {}),
+                **({"cudnn_benchmark_limit": int(request.options["cudnn_benchmark_limit"])}
+                   if request.options.get("cudnn_benchmark_limit") is not None else {}),
                 "compile_seconds": round(compile_seconds, 2),
                 "compute_dtype": _DTYPES[request.precision],
                 "input_dims": [spec.model_dump() for spec in inputs],
@@ -299,6 +301,9 @@ class TorchRunner(Runner):
         if self.device == "cuda":
             # shapes are fixed per bucket: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
+            limit = self.manifest.build_options.get("cudnn_benchmark_limit")
+            if limit is not None:  # plans timed per convolution shape (0: all; torch's default 10); process-wide
+                torch.backends.cudnn.benchmark_limit = int(limit)
             self._stream = torch.cuda.Stream()
         start = time.perf_counter()
         with _COMPILE_LOCK, torch.inference_mode():
