@@ -93,8 +93,9 @@ def _collect(outs: list[Path]) -> dict[str, Any]:
 
 
 def _requests_per_worker(runs: list[dict[str, Any]]) -> dict[str, int]:
-    """Calls each server worker answered, summed over the client processes (how evenly the workers
-    that share the port were dealt the connections); empty when the server does not name them."""
+    """Calls each server worker answered, summed over the client processes (how evenly the workers were
+    loaded: dealt connections on a shared port, or calls with --grpc-worker-ports); empty when the server
+    does not name them."""
     total: Counter[str] = Counter()
     for run in runs:
         total.update(run.get("requests_per_worker", {}))

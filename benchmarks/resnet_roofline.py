@@ -14,6 +14,7 @@ layer times beside their floors.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +29,9 @@ ACHIEVED_TFLOPS = 727e12  # the best rate a cuDNN convolution reached in gpu_con
 
 @dataclass
 class Layer:
+    stage: str  # stem, layer1..layer4, head (timm's module names)
     name: str
-    shape: str
+    stride: int
     bytes_per_image: float
     flops_per_image: float
 
@@ -47,26 +49,27 @@ def layers() -> list[Layer]:
     fuse_conv_epilogues(model)
     found: list[Layer] = []
 
-    def conv_hook(module: Any, inputs: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def conv_hook(stage: str, module: Any, inputs: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         x, residual = inputs[0], (inputs[1] if len(inputs) > 1 else kwargs.get("residual"))
-        elements = x.numel() + output.numel() + (residual.numel() if residual is not None else 0)
-        kernel = module.weight.shape[-1]
-        name = f"{kernel}x{kernel} {x.shape[1]}->{output.shape[1]}" + (" + residual" if residual is not None else "")
-        found.append(Layer(name, f"{output.shape[2]}x{output.shape[3]}", 2.0 * elements,
+        kernel, stride = module.weight.shape[-1], module.stride[0]
+        read = x.numel() / stride**2 if kernel == 1 else x.numel()  # a strided 1×1 reads only the pixels it samples
+        elements = read + output.numel() + (residual.numel() if residual is not None else 0)
+        name = f"{kernel}x{kernel}/{stride} {x.shape[1]}->{output.shape[1]} at {output.shape[2]}x{output.shape[3]}"
+        found.append(Layer(stage, name + (" + residual" if residual is not None else ""), stride, 2.0 * elements,
                            2.0 * output.numel() * module.weight[0].numel()))
 
-    def plain_hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    def plain_hook(stage: str, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
         x = inputs[0]
         flops = 2.0 * module.in_features * module.out_features if isinstance(module, torch.nn.Linear) else 0.0
-        found.append(Layer(type(module).__name__, "x".join(str(d) for d in output.shape[2:]) or "classifier",
-                           2.0 * (x.numel() + output.numel()), flops))
+        found.append(Layer(stage, type(module).__name__, 1, 2.0 * (x.numel() + output.numel()), flops))
 
-    for module in model.modules():
+    for path, module in model.named_modules():
+        stage = path.split(".")[0] if path.startswith("layer") else ("stem" if path in ("conv1", "maxpool") else "head")
         kind = type(module).__name__
         if kind == "FoldedConv" or isinstance(module, torch.nn.Conv2d):
-            module.register_forward_hook(conv_hook, with_kwargs=True)
-        elif isinstance(module, torch.nn.MaxPool2d | torch.nn.Linear):
-            module.register_forward_hook(plain_hook)
+            module.register_forward_hook(functools.partial(conv_hook, stage), with_kwargs=True)
+        elif isinstance(module, torch.nn.MaxPool2d | torch.nn.Linear) or path == "global_pool":
+            module.register_forward_hook(functools.partial(plain_hook, stage))
     with torch.no_grad():
         model(torch.zeros(1, 3, 224, 224))
     return found
@@ -77,7 +80,8 @@ def report(found: list[Layer], measured: dict[str, Any] | None) -> str:
         "# resnet50 FP16 roofline per layer (issue 9 acceptance 1)", "",
         f"- command: `python benchmarks/resnet_roofline.py{' --measured ' + measured['_path'] if measured else ''} --out F`",
         f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}; computed on a CPU from kiln's `--fuse-conv` rewrite of "
-        "timm's resnet50 (the graph the GPU engine runs), batch 1,024, FP16 activations, weights not counted",
+        "timm's resnet50 (the graph the GPU engine runs), batch 1,024, FP16 activations, weights not counted (a batch of "
+        "1,024 reads them once)",
         "- each layer's floor: max(bytes / HBM bandwidth, FLOPs / dense FP16 tensor-core rate), data-sheet figures; "
         "the network's floor is the sum (one layer after the other)", "",
         f"{len(found)} layers; per image {sum(x.bytes_per_image for x in found) / 1e6:.1f} MB of activations moved, "
@@ -90,40 +94,40 @@ def report(found: list[Layer], measured: dict[str, Any] | None) -> str:
         achieved = sum(x.floor_ms(ACHIEVED_TFLOPS, bandwidth) for x in found)
         lines.append(f"| {gpu} | {bandwidth / 1e12:.2f} TB/s | {flops / 1e12:.0f} TFLOP/s | {floor:.1f} | "
                      f"{BATCH / floor * 1e3:,.0f} | {achieved:.1f} ms, {BATCH / achieved * 1e3:,.0f} img/s |")
-    lines += ["", "Per stage (output size), H100 floors:", "",
-              "| output | layers | MB per image | GFLOP per image | memory ms | compute ms | floor ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Per stage (timm's modules: stem = conv1 + maxpool, head = pool + classifier), H100 floors:", "",
+              "| stage | layers | MB per image | GFLOP per image | memory ms | compute ms | floor ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     flops, bandwidth = GPUS["H100 SXM (HBM3)"]
-    for shape in dict.fromkeys(x.shape for x in found):
-        group = [x for x in found if x.shape == shape]
+    for stage in dict.fromkeys(x.stage for x in found):
+        group = [x for x in found if x.stage == stage]
         mb = sum(x.bytes_per_image for x in group)
         gf = sum(x.flops_per_image for x in group)
-        lines.append(f"| {shape} | {len(group)} | {mb / 1e6:.1f} | {gf / 1e9:.2f} | {mb * BATCH / bandwidth * 1e3:.2f} | "
+        lines.append(f"| {stage} | {len(group)} | {mb / 1e6:.1f} | {gf / 1e9:.2f} | {mb * BATCH / bandwidth * 1e3:.2f} | "
                      f"{gf * BATCH / flops * 1e3:.2f} | {sum(x.floor_ms(flops, bandwidth) for x in group):.2f} |")
     if measured:
         lines += ["", f"Measured fused layers ({measured['_path']}, {measured['hardware']['gpus'][0]['name']}, "
                   f"{measured['date']}) against their H100 floors:", "",
-                  "| layer | measured fused ms | floor ms | of the floor |", "|---|---:|---:|---:|"]
+                  "| layer | matched | measured fused ms | floor ms | of the floor |", "|---|---|---:|---:|---:|"]
         for row in measured["layers"]:
-            floor = _floor_of(row["layer"], found, flops, bandwidth)
-            if floor is not None:
-                lines.append(f"| {row['layer']} | {row['fused_ms']:.3f} | {floor:.3f} | {floor / row['fused_ms']:.0%} |")
+            layer = _layer_of(row["layer"], found)
+            if layer is not None:
+                floor = layer.floor_ms(flops, bandwidth)
+                lines.append(f"| {row['layer']} | {layer.stage} {layer.name} | {row['fused_ms']:.3f} | {floor:.3f} | "
+                             f"{floor / row['fused_ms']:.0%} |")
     return "\n".join(lines) + "\n"
 
 
-# gpu_conv_epilogue.py's layer names → (kernel, in, out, output size, residual)
-_SHAPES = {"stage1": 56, "stage2": 28, "stage3": 14, "stage4": 7}
-
-
-def _floor_of(name: str, found: list[Layer], flops: float, bandwidth: float) -> float | None:
-    stage = _SHAPES.get(name.split()[0])
+def _layer_of(name: str, found: list[Layer]) -> Layer | None:
+    """The stride-1 layer that a gpu_conv_epilogue.py row measured ("stage2 3x3", "stage1 1x1 expand + residual")."""
+    stage = "layer" + name.split()[0].removeprefix("stage")
     kind = "3x3" if "3x3" in name else "1x1"
-    want_residual = "residual" in name
     for layer in found:
-        if layer.shape != f"{stage}x{stage}" or not layer.name.startswith(kind) or ("residual" in layer.name) != want_residual:
+        if layer.stage != stage or layer.stride != 1 or not layer.name.startswith(kind):
+            continue
+        if ("residual" in layer.name) != ("residual" in name):
             continue
         ins, outs = (int(v) for v in layer.name.split()[1].split("->"))
         if ("reduce" in name and ins > outs) or ("expand" in name and outs > ins) or (kind == "3x3" and ins == outs):
-            return layer.floor_ms(flops, bandwidth)
+            return layer
     return None
 
 

@@ -96,3 +96,14 @@ def test_the_cudnn_plan_search_width_travels_with_the_engine(tmp_path: Path) -> 
     assert "cudnn_benchmark_limit" not in plain.manifest.build_options
     assert wide.manifest.build_options["cudnn_benchmark_limit"] == 0
     assert not wide.cached  # a cache key without the option would have handed back the plain engine
+    from kiln.engine.loader import settings_from_manifest
+
+    assert settings_from_manifest(wide.manifest).options["cudnn_benchmark_limit"] == 0  # a rebuild keeps it
+    same = _settings(Precision.FP32)
+    same.options["cudnn_benchmark_limit"] = "0"  # one value, one key
+    assert build_engine(same, cache=cache, output=tmp_path / "same").cached
+    for bad in (-1, "many", 2.5):
+        wrong = _settings(Precision.FP32)
+        wrong.options["cudnn_benchmark_limit"] = bad
+        with pytest.raises(KilnError, match="cudnn_benchmark_limit"):
+            build_engine(wrong, cache=cache)

@@ -77,10 +77,19 @@ def test_the_command_refuses_a_connection_count_out_of_range() -> None:
     assert out.returncode != 0 and "--connections 0" in out.stdout + out.stderr and "Traceback" not in out.stderr
 
 
+def test_the_command_refuses_a_grpc_target_over_http() -> None:
+    out = subprocess.run([sys.executable, "-m", "kiln", "bench", "serve", "--url", "ipv4:127.0.0.1:1,127.0.0.1:2",
+                          "--model", "m"], capture_output=True, text=True, timeout=60)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0 and "is a gRPC target" in text and "--protocol grpc" in text and "Traceback" not in text
+
+
 @pytest.mark.parametrize(("url", "target", "balanced"), [
     ("127.0.0.1:8001", "127.0.0.1:8001", False),
     ("grpc://127.0.0.1:8001", "127.0.0.1:8001", False),
-    ("127.0.0.1:9000,127.0.0.1:9001", "127.0.0.1:9000,127.0.0.1:9001", True),
+    ("127.0.0.1:9000,127.0.0.1:9001", "ipv4:127.0.0.1:9000,127.0.0.1:9001", True),
+    ("[::1]:9000,[::1]:9001", "ipv6:[::1]:9000,[::1]:9001", True),
+    ("unix:///tmp/kiln.sock", "unix:///tmp/kiln.sock", False),
     ("ipv4:127.0.0.1:9000,127.0.0.1:9001", "ipv4:127.0.0.1:9000,127.0.0.1:9001", True),
     ("grpc://ipv4:127.0.0.1:9000", "ipv4:127.0.0.1:9000", True),
     ("ipv6:[::1]:9000,[::1]:9001", "ipv6:[::1]:9000,[::1]:9001", True),

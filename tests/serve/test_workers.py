@@ -212,7 +212,7 @@ def _consecutive_free_ports(count: int, avoid: tuple[int, ...]) -> int:
 
     for _ in range(100):
         first = free_port()
-        if any(first <= port < first + count for port in avoid):
+        if first + count > 65536 or any(first <= port < first + count for port in avoid):
             continue
         with contextlib.ExitStack() as stack:
             try:
@@ -299,3 +299,5 @@ def test_the_round_robin_target_names_every_workers_port() -> None:
 
     assert round_robin_target("127.0.0.1", 9100, 3) == "ipv4:127.0.0.1:9100,127.0.0.1:9101,127.0.0.1:9102"
     assert round_robin_target("::1", 9100, 2) == "ipv6:[::1]:9100,[::1]:9101"
+    for host in ("localhost", "0.0.0.0", "::"):  # no address a client can dial: the log names the ports instead
+        assert round_robin_target(host, 9100, 2) is None

@@ -198,6 +198,8 @@ def bench_serve(
         raise KilnError("--batch must be at least 1")
     if connections is not None and not 1 <= connections <= 4096:
         raise KilnError(f"--connections {connections} is not between 1 and 4096")
+    if protocol == "http" and url.startswith(loadgen.GRPC_SCHEMES):
+        raise KilnError(f"--url {url} is a gRPC target, and --protocol is http", hint="add --protocol grpc")
     shapes = _parse_shapes(shape or [])
 
     async def run() -> list[dict[str, object]]:

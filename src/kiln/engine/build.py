@@ -176,6 +176,21 @@ def _gate(path: Path, manifest: EngineManifest, data_dir: Path, max_drop: float,
     return report
 
 
+def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The backend options with the values that have one spelling normalised (they are part of the cache key)."""
+    checked = dict(options)
+    limit = checked.get("cudnn_benchmark_limit")
+    if limit is not None:
+        try:
+            checked["cudnn_benchmark_limit"] = int(limit)
+        except (TypeError, ValueError):
+            raise KilnError(f"cudnn_benchmark_limit {limit!r} is not a whole number", hint="0 (time every plan) or more") from None
+        if checked["cudnn_benchmark_limit"] < 0 or checked["cudnn_benchmark_limit"] != float(limit):
+            raise KilnError(f"cudnn_benchmark_limit {limit!r} is not a whole number of 0 or more",
+                            hint="0 (time every plan) or more")
+    return checked
+
+
 def build_engine(
     settings: BuildSettings,
     *,
@@ -207,7 +222,7 @@ def build_engine(
             calibration_dir=settings.calibration_dir,
             calibration_method=settings.calibration_method,
             calibration_limit=settings.calibration_limit,
-            options=dict(settings.options),
+            options=_checked_options(settings.options),
         )
         path, manifest, cached = _build_one(backend, settings, lazy, request, cache, report_to, force)
         if validate_dir is not None:

@@ -17,6 +17,10 @@ from kiln.engine.manifest import EngineManifest
 from kiln.engine.spec import CalibrationMethod
 from kiln.errors import KilnError
 
+# the build options a rebuild on other hardware keeps (the rest of build_options are the build's results)
+REBUILD_OPTIONS = frozenset({"compile", "channels_last", "threads", "input_format", "freezing", "inductor", "fuse_conv",
+                             "cudnn_benchmark_limit"})
+
 
 def settings_from_manifest(manifest: EngineManifest) -> Any:
     from kiln.engine.build import BuildSettings
@@ -33,7 +37,7 @@ def settings_from_manifest(manifest: EngineManifest) -> Any:
         calibration_method=manifest.calibration.method if manifest.calibration else CalibrationMethod.MINMAX,
         calibration_limit=int(manifest.build_options.get("calibration_limit", 256)),
         options={
-            k: v for k, v in manifest.build_options.items() if k in {"compile", "channels_last", "threads", "input_format", "freezing", "inductor"}
+            k: v for k, v in manifest.build_options.items() if k in REBUILD_OPTIONS
         },
         name=manifest.name,
     )

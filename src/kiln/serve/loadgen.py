@@ -177,15 +177,18 @@ class HttpTarget:
         await self._session.close()
 
 
-_GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:")  # gRPC target names that may list several servers
+GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:")  # gRPC target names (ipv4/ipv6 may list several servers)
 
 
 def grpc_target(url: str) -> tuple[str, list[tuple[str, Any]]]:
     """The gRPC target of ``url`` (``grpc://`` dropped) and the channel options it needs: a target
-    that names several servers (``ipv4:HOST:P0,HOST:P1``, ``dns:``) gets the ``round_robin`` policy,
-    which deals calls to them in turn (gRPC's default, ``pick_first``, sends every call to one)."""
-    target = url if url.startswith(_GRPC_SCHEMES) else url.split("://", 1)[-1]
-    if "," in target or target.startswith(_GRPC_SCHEMES):
+    that names several servers (``ipv4:HOST:P0,HOST:P1``; a bare ``HOST:P0,HOST:P1`` list gets the
+    ``ipv4:`` or ``ipv6:`` scheme that gRPC needs for it) or a ``dns:`` name gets the ``round_robin``
+    policy, which deals calls to them in turn (gRPC's default, ``pick_first``, sends every call to one)."""
+    target = url if url.startswith(GRPC_SCHEMES) else url.split("://", 1)[-1]
+    if "," in target and not target.startswith(GRPC_SCHEMES):
+        target = ("ipv6:" if target.startswith("[") else "ipv4:") + target
+    if "," in target or target.startswith(("ipv4:", "ipv6:", "dns:")):
         return target, [("grpc.lb_policy_name", "round_robin")]
     return target, []
 

@@ -253,33 +253,29 @@ class InferenceService:
 
 def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
                        interceptors: tuple[Any, ...] = (), worker_pid: int | None = None,
-                       extra_addresses: tuple[str, ...] = ()) -> grpc.aio.Server:
+                       share_port: bool | None = None) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (host:port) serving the inference service.
 
-    ``worker_pid`` (``kiln serve --workers N``): the port is shared with the other workers
-    (SO_REUSEPORT) and every answer names this process in its ``x-kiln-worker`` trailing metadata.
-    ``extra_addresses``: more host:port to listen on (``--grpc-worker-ports``: this worker's own port).
+    ``worker_pid`` (``kiln serve --workers N``): every answer names this process in its ``x-kiln-worker``
+    trailing metadata, and the port is shared with the other workers (SO_REUSEPORT) unless ``share_port``
+    is False (a worker's own port, ``--grpc-worker-ports``: a second server on it fails to bind, never joins it).
     """
     limit = max_message_bytes or 64 << 20
+    shared = worker_pid is not None if share_port is None else share_port
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 256 << 20)),
-            ("grpc.so_reuseport", 1 if worker_pid is not None else 0),
+            ("grpc.so_reuseport", 1 if shared else 0),
         ]
     )
     server.add_generic_rpc_handlers((InferenceService(state, worker_pid=worker_pid).handler(),))
-    _bind(server, address, "choose another --grpc-port")
-    for extra in extra_addresses:
-        _bind(server, extra, "choose other --grpc-worker-ports")
-    return server
-
-
-def _bind(server: grpc.aio.Server, address: str, hint: str) -> None:
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises where older versions returned 0
         bound = 0
     if bound == 0:
-        raise KilnError(f"cannot bind gRPC to {address}", hint=hint)
+        raise KilnError(f"cannot bind gRPC to {address}",
+                        hint="choose other --grpc-worker-ports" if share_port is False else "choose another --grpc-port")
+    return server

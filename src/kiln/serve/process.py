@@ -155,24 +155,26 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
         state.context.state["store"] = open_store(options.db)
     app = create_app(state, access_log=options.access_log, static_dir=options.static_dir, access=access,
                      max_inflight=options.max_inflight, max_loop_lag_s=options.max_loop_lag_s)
-    grpc_server = None
+    servers: list[Any] = []  # gRPC: the (shared) port's server, and this worker's own port's
     own_port = None  # this worker's own gRPC port beside the shared one, for clients that balance calls (round_robin)
     if options.grpc_port is not None and options.worker is not None and options.grpc_worker_port is not None:
         own_port = options.grpc_worker_port + options.worker
     if options.grpc_port is not None:
         from kiln.security.access import GrpcAccessInterceptor
 
-        grpc_server = create_grpc_server(
-            state, grpc_address(options.host, options.grpc_port), max_message_bytes=options.max_grpc_message_bytes,
-            interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
-            worker_pid=os.getpid() if options.worker is not None else None,
-            extra_addresses=(grpc_address(options.host, own_port),) if own_port is not None else (),
-        )
-        await grpc_server.start()
-        server = grpc_server
+        addresses: list[tuple[str, bool | None]] = [(grpc_address(options.host, options.grpc_port), None)]
+        if own_port is not None:  # its own server: the shared one's SO_REUSEPORT would let another server join the port
+            addresses.append((grpc_address(options.host, own_port), False))
+        for address, share_port in addresses:
+            servers.append(create_grpc_server(
+                state, address, max_message_bytes=options.max_grpc_message_bytes,
+                interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
+                worker_pid=os.getpid() if options.worker is not None else None, share_port=share_port,
+            ))
+            await servers[-1].start()
 
         async def stop_grpc() -> None:
-            await server.stop(grace=options.grpc_grace_s)
+            await asyncio.gather(*(server.stop(grace=options.grpc_grace_s) for server in servers))
 
         state.before_shutdown.append(stop_grpc)
     asgi_app: Any = app
@@ -212,8 +214,8 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
     finally:
         if freezing is not None:
             freezing.cancel()
-        if grpc_server is not None:
-            await grpc_server.stop(grace=0)  # already stopped gracefully by the lifespan unless start-up failed
+        for server in servers:
+            await server.stop(grace=0)  # already stopped gracefully by the lifespan unless start-up failed
     if not http_server.started:
         raise KilnError(f"could not start HTTP on {options.host}:{options.http_port}", hint="is the port in use? choose another --http-port")
 

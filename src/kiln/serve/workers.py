@@ -57,10 +57,19 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def round_robin_target(host: str, first_port: int, workers: int) -> str:
+def round_robin_target(host: str, first_port: int, workers: int) -> str | None:
     """The gRPC target naming every worker's own port: ``ipv4:HOST:P0,HOST:P1,...`` (``ipv6:`` for an
-    IPv6 host); a channel to it with the ``round_robin`` policy deals calls to the workers in turn."""
-    scheme = "ipv6" if ":" in host else "ipv4"
+    IPv6 host); a channel to it with the ``round_robin`` policy deals calls to the workers in turn.
+    None where ``host`` is no address a client can dial (a host name, or a wildcard such as 0.0.0.0)."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_unspecified:
+        return None
+    scheme = "ipv6" if address.version == 6 else "ipv4"
     return f"{scheme}:" + ",".join(grpc_address(host, first_port + i) for i in range(workers))
 
 
@@ -222,9 +231,10 @@ def supervise(options: ServeOptions, workers: int) -> int:
             processes.append(started)
         log.info("kiln supervising %d workers (pids %s)", len(processes), ", ".join(str(p.pid) for p in processes))
         if first_own is not None:
+            target = round_robin_target(options.host, first_own, workers)
             log.info("kiln workers also listen for gRPC on ports %d-%d: to balance calls, not connections, use the target %s "
                      "with the client's lb policy round_robin", first_own, first_own + workers - 1,
-                     round_robin_target(options.host, first_own, workers))
+                     target or f"ipv4:ADDRESS:{first_own},...,ADDRESS:{first_own + workers - 1} (ADDRESS: this machine's IP address)")
         running = list(processes)
         while running:
             wait([p.sentinel for p in running] + ([host.sentinel] if host is not None and host.exitcode is None else []), timeout=1.0)

@@ -7,11 +7,13 @@ Runs on CPU too (eager by default there, compile on request) so that CI exercise
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +215,21 @@ class TorchBackend(Backend):
         return TorchRunner(directory, manifest, **options)
 
 
+@contextlib.contextmanager
+def _cudnn_benchmark_limit(limit: int | None) -> Iterator[None]:
+    """cuDNN plans timed per convolution shape while an engine warms up (0: all; None: torch's default, 10).
+    The setting is process-wide, so it is set for this engine's warm-up only (under the compile lock) and put
+    back after; cuDNN keeps the plan it chose per shape for the process, whichever engine timed it first."""
+    import torch
+
+    previous = torch.backends.cudnn.benchmark_limit
+    torch.backends.cudnn.benchmark_limit = 10 if limit is None else int(limit)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark_limit = previous
+
+
 def _warm(
     program: Path,
     device: str,
@@ -301,12 +318,11 @@ class TorchRunner(Runner):
         if self.device == "cuda":
             # shapes are fixed per bucket: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
-            limit = self.manifest.build_options.get("cudnn_benchmark_limit")
-            if limit is not None:  # plans timed per convolution shape (0: all; torch's default 10); process-wide
-                torch.backends.cudnn.benchmark_limit = int(limit)
             self._stream = torch.cuda.Stream()
         start = time.perf_counter()
-        with _COMPILE_LOCK, torch.inference_mode():
+        limit = self.manifest.build_options.get("cudnn_benchmark_limit")
+        planning = _cudnn_benchmark_limit(limit) if self.device == "cuda" else contextlib.nullcontext()
+        with _COMPILE_LOCK, torch.inference_mode(), planning:
             examples = {
                 size: _examples(self._inputs, self._example_sizes, size, self.device, self._dtype) for size in self.sizes
             }
