@@ -301,3 +301,35 @@ def test_the_round_robin_target_names_every_workers_port() -> None:
     assert round_robin_target("::1", 9100, 2) == "ipv6:[::1]:9100,[::1]:9101"
     for host in ("localhost", "0.0.0.0", "::"):  # no address a client can dial: the log names the ports instead
         assert round_robin_target(host, 9100, 2) is None
+
+
+@pytest.mark.parametrize(("share_port", "joins"), [(False, False), (None, True)])
+def test_a_workers_own_grpc_port_is_never_shared(share_port: bool | None, joins: bool) -> None:
+    """A worker's own port (share_port=False) refuses to bind beside a socket that has the port with SO_REUSEPORT;
+    the shared port (the default for a worker) joins it: that is how the workers share one port."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from kiln.errors import KilnError
+    from kiln.serve.oip_grpc import create_grpc_server
+
+    port = free_port()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+
+    async def bind() -> None:
+        server = create_grpc_server(SimpleNamespace(repository=None), f"127.0.0.1:{port}",  # type: ignore[arg-type]
+                                    worker_pid=os.getpid(), share_port=share_port)
+        await server.stop(grace=0)
+
+    try:
+        if joins:
+            asyncio.run(bind())
+        else:
+            with pytest.raises(KilnError, match=f"cannot bind gRPC to 127.0.0.1:{port}"):
+                asyncio.run(bind())
+    finally:
+        holder.close()
