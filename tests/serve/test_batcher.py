@@ -101,6 +101,31 @@ def test_full_batch_and_preferred_size_dispatch_at_once() -> None:
     assert batch is not None and len(batch) == 2, "reaching a preferred size dispatches without waiting"
 
 
+def test_a_waiting_taker_dispatches_once_the_batch_fills_and_leftovers_reach_another() -> None:
+    """Takers already waiting (out the queue delay, or on an empty queue) wake when a batch fills up, not only at
+    the delay's end; requests a taker leaves behind wake the other taker."""
+    queue = BatchQueue(BatchPolicy(max_batch_size=4, max_queue_delay_s=60))
+    batches: list[list[int]] = []
+
+    def take() -> None:
+        batch = queue.next_batch()
+        assert batch is not None
+        batches.append([r.items for r in batch])
+
+    takers = [threading.Thread(target=take, daemon=True) for _ in range(2)]
+    for taker in takers:
+        taker.start()
+    time.sleep(0.2)  # both wait on the empty queue
+    queue.put(_pending(1))
+    time.sleep(0.2)  # one of them now waits out the 60 s delay
+    for items in (1, 2, 4):  # a full batch (1 + 1 + 2 rows), and a second full one (4) that only the other taker runs
+        queue.put(_pending(items))
+    for taker in takers:
+        taker.join(timeout=10)
+    assert not any(t.is_alive() for t in takers), f"a taker slept through a full batch: took {batches}"
+    assert sorted(batches) == [[1, 1, 2], [4]]
+
+
 def test_interactive_requests_run_before_bulk() -> None:
     queue = BatchQueue(BatchPolicy(max_batch_size=2, max_queue_delay_s=0))
     old = time.monotonic() - 1

@@ -138,6 +138,7 @@ class BatchQueue:
         self.workers = 1  # instances taking batches from this queue
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self._count = 0
+        self._items = 0  # items (rows) of the queued requests
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._observer = observer or NullObserver()
@@ -174,7 +175,13 @@ class BatchQueue:
             level = min(max(request.priority, 0), self.policy.priority_levels - 1)
             self._levels[level].append(request)
             self._count += 1
-            self._cond.notify()
+            self._items += request.items
+            # Wake a taker only where this request can change its decision: the queue was empty (takers wait
+            # without a timeout), or there may now be a batch to dispatch at once. A taker already waiting out
+            # the queue delay wakes at its deadline anyway, which a later arrival does not move; waking it for
+            # every request only hands the GIL back and forth (15 % of the event loop's time at ~1k requests/s).
+            if self._count == 1 or self._items >= self._dispatch_at:
+                self._cond.notify()
         self._observer.queued(1)
 
     def record_batch_time(self, seconds: float) -> None:
@@ -194,6 +201,7 @@ class BatchQueue:
                 except ValueError:
                     continue
                 self._count -= 1
+                self._items -= request.items
                 self._observer.queued(-1)
                 return True
         return False
@@ -235,6 +243,7 @@ class BatchQueue:
         for request in chosen:
             self._levels[min(max(request.priority, 0), self.policy.priority_levels - 1)].remove(request)
         self._count -= len(chosen)
+        self._items -= sum(request.items for request in chosen)
         return chosen
 
     def _trim_to_preferred(self, chosen: list[Pending]) -> list[Pending]:
@@ -271,6 +280,8 @@ class BatchQueue:
                     batch = self._take(chosen)
                     break
                 self._cond.wait(timeout=wait)
+            if self._count:  # requests left behind: another taker may run them meanwhile (put woke only one)
+                self._cond.notify()
         self._observer.queued(-len(batch))
         return batch
 
