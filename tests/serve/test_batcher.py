@@ -126,6 +126,19 @@ def test_a_waiting_taker_dispatches_once_the_batch_fills_and_leftovers_reach_ano
     assert sorted(batches) == [[1, 1, 2], [4]]
 
 
+def test_a_preferred_size_above_the_limit_does_not_hold_back_a_full_batch() -> None:
+    queue = BatchQueue(BatchPolicy(max_batch_size=4, max_queue_delay_s=60, preferred_batch_sizes=[8]))
+    taken: list[int] = []
+    taker = threading.Thread(target=lambda: taken.extend(r.items for r in queue.next_batch() or []), daemon=True)
+    taker.start()
+    time.sleep(0.2)  # the taker waits on the empty queue, then (after the first put) out the 60 s delay
+    for _ in range(4):
+        queue.put(_pending(1))
+        time.sleep(0.02)
+    taker.join(timeout=10)
+    assert not taker.is_alive() and taken == [1, 1, 1, 1], "a full batch (the limit, 4) goes at once"
+
+
 def test_interactive_requests_run_before_bulk() -> None:
     queue = BatchQueue(BatchPolicy(max_batch_size=2, max_queue_delay_s=0))
     old = time.monotonic() - 1

@@ -142,7 +142,9 @@ class BatchQueue:
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._observer = observer or NullObserver()
-        self._dispatch_at = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
+        # a batch this big goes at once (a preferred size above max_batch_size, which a model's config may leave
+        # unchecked when the engine sets the limit, counts as the limit)
+        self._dispatch_at = min(max(policy.preferred_batch_sizes, default=policy.max_batch_size), policy.max_batch_size)
 
     def __len__(self) -> int:
         return self._count
@@ -263,6 +265,8 @@ class BatchQueue:
         with self._cond:
             while True:
                 if stop is not None and stop.is_set():
+                    if self._count:  # this taker may have been the one a put woke: hand that on
+                        self._cond.notify()
                     return None
                 if self._count == 0:
                     if self._closed:
