@@ -181,8 +181,8 @@ class BatchQueue:
             # Wake a taker only where this request can change its decision: the queue was empty (takers wait
             # without a timeout), or there may now be a batch to dispatch at once. A taker already waiting out
             # the queue delay wakes at its deadline anyway, which a later arrival does not move; waking it for
-            # every request only hands the GIL back and forth (py-spy: 15 % of the event loop's samples were in notify at
-            # ~1k gRPC requests/s; docs/benchmarks/grpc_cpu.md: 1.07x less event-loop CPU per request without it).
+            # every request only hands the GIL back and forth (py-spy, ~1.2k gRPC requests/s on 2 cores: 4 % of the event
+            # loop's samples in notify, 15 % with another job on the cores; now under 1 %; docs/benchmarks/grpc_cpu.md).
             if self._count == 1 or self._items >= self._dispatch_at:
                 self._cond.notify()
         self._observer.queued(1)
