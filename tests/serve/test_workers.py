@@ -303,8 +303,8 @@ def test_the_round_robin_target_names_every_workers_port() -> None:
         assert round_robin_target(host, 9100, 2) is None
 
 
-@pytest.mark.parametrize(("share_port", "joins"), [(False, False), (None, True)])
-def test_a_workers_own_grpc_port_is_never_shared(share_port: bool | None, joins: bool) -> None:
+@pytest.mark.parametrize(("share_port", "joins"), [(False, False), (True, True)])
+def test_a_workers_own_grpc_port_is_never_shared(share_port: bool, joins: bool) -> None:
     """A worker's own port (share_port=False) refuses to bind beside a socket that has the port with SO_REUSEPORT;
     the shared port (the default for a worker) joins it: that is how the workers share one port."""
     import asyncio

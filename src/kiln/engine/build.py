@@ -182,12 +182,14 @@ def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
     limit = checked.get("cudnn_benchmark_limit")
     if limit is not None:
         try:
-            checked["cudnn_benchmark_limit"] = int(limit)
+            value = int(limit)
+            whole = value >= 0 and value == float(limit)
         except (TypeError, ValueError):
-            raise KilnError(f"cudnn_benchmark_limit {limit!r} is not a whole number", hint="0 (time every plan) or more") from None
-        if checked["cudnn_benchmark_limit"] < 0 or checked["cudnn_benchmark_limit"] != float(limit):
+            whole = False
+        if not whole:
             raise KilnError(f"cudnn_benchmark_limit {limit!r} is not a whole number of 0 or more",
                             hint="0 (time every plan) or more")
+        checked["cudnn_benchmark_limit"] = value
     return checked
 
 

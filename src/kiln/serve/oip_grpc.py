@@ -253,21 +253,21 @@ class InferenceService:
 
 def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: int | None = None,
                        interceptors: tuple[Any, ...] = (), worker_pid: int | None = None,
-                       share_port: bool | None = None) -> grpc.aio.Server:
+                       share_port: bool = False, port_option: str = "--grpc-port") -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (host:port) serving the inference service.
 
     ``worker_pid`` (``kiln serve --workers N``): every answer names this process in its ``x-kiln-worker``
-    trailing metadata, and the port is shared with the other workers (SO_REUSEPORT) unless ``share_port``
-    is False (a worker's own port, ``--grpc-worker-ports``: a second server on it fails to bind, never joins it).
+    trailing metadata. ``share_port``: the port is shared with the other workers (SO_REUSEPORT); a worker's own
+    port (``--grpc-worker-ports``) is not, so a second server on it fails to bind instead of joining it.
+    ``port_option`` is the flag a bind failure's hint names.
     """
     limit = max_message_bytes or 64 << 20
-    shared = worker_pid is not None if share_port is None else share_port
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 256 << 20)),
-            ("grpc.so_reuseport", 1 if shared else 0),
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ]
     )
     server.add_generic_rpc_handlers((InferenceService(state, worker_pid=worker_pid).handler(),))
@@ -276,6 +276,5 @@ def create_grpc_server(state: ServerState, address: str, *, max_message_bytes: i
     except RuntimeError:  # grpcio raises where older versions returned 0
         bound = 0
     if bound == 0:
-        raise KilnError(f"cannot bind gRPC to {address}",
-                        hint="choose other --grpc-worker-ports" if share_port is False else "choose another --grpc-port")
+        raise KilnError(f"cannot bind gRPC to {address}", hint=f"choose another {port_option}")
     return server

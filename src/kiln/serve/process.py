@@ -157,19 +157,20 @@ async def serve(options: ServeOptions, *, on_started: Callable[[Any], None] | No
                      max_inflight=options.max_inflight, max_loop_lag_s=options.max_loop_lag_s)
     servers: list[Any] = []  # gRPC: the (shared) port's server, and this worker's own port's
     own_port = None  # this worker's own gRPC port beside the shared one, for clients that balance calls (round_robin)
-    if options.grpc_port is not None and options.worker is not None and options.grpc_worker_port is not None:
-        own_port = options.grpc_worker_port + options.worker
     if options.grpc_port is not None:
         from kiln.security.access import GrpcAccessInterceptor
 
-        addresses: list[tuple[str, bool | None]] = [(grpc_address(options.host, options.grpc_port), None)]
-        if own_port is not None:  # its own server: the shared one's SO_REUSEPORT would let another server join the port
-            addresses.append((grpc_address(options.host, own_port), False))
-        for address, share_port in addresses:
+        addresses = [(grpc_address(options.host, options.grpc_port), options.worker is not None, "--grpc-port")]
+        if options.worker is not None and options.grpc_worker_port is not None:
+            # its own server: the shared one's SO_REUSEPORT would let another server join the port
+            own_port = options.grpc_worker_port + options.worker
+            addresses.append((grpc_address(options.host, own_port), False, "--grpc-worker-ports"))
+        for address, share_port, port_option in addresses:
             servers.append(create_grpc_server(
                 state, address, max_message_bytes=options.max_grpc_message_bytes,
                 interceptors=(GrpcAccessInterceptor(access),) if access.required else (),
-                worker_pid=os.getpid() if options.worker is not None else None, share_port=share_port,
+                worker_pid=os.getpid() if options.worker is not None else None,
+                share_port=share_port, port_option=port_option,
             ))
             await servers[-1].start()
 
