@@ -107,3 +107,31 @@ def test_the_cudnn_plan_search_width_travels_with_the_engine(tmp_path: Path) -> 
         wrong.options["cudnn_benchmark_limit"] = bad
         with pytest.raises(KilnError, match="cudnn_benchmark_limit"):
             build_engine(wrong, cache=cache)
+
+
+def test_a_batch_of_parts_is_gathered_into_the_staging_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the runner stages inputs in page-locked buffers; ``infer_parts`` writes a batch's parts
+    straight into them and ``infer_impl`` reads them in place. Staging forced on here (unpinned on CPU)."""
+    from kiln.engine.backends.torch import TorchRunner
+
+    build_engine(_settings(Precision.FP32), cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
+    rng = np.random.default_rng(7)
+    parts = [{"input": rng.standard_normal((rows, 3, 64, 64)).astype(np.float32)} for rows in (1, 2)]
+    joined = {"input": np.concatenate([p["input"] for p in parts])}
+    with load_engine(tmp_path / "e") as plain:
+        want = plain.infer(joined)["logits"]
+    monkeypatch.setattr(TorchRunner, "stages_inputs", property(lambda self: True))
+    with load_engine(tmp_path / "e") as runner:
+        gathered = runner.gather_impl(parts)
+        (buffer,) = runner._staging.values()  # type: ignore[attr-defined]
+        assert np.shares_memory(gathered["input"], buffer.numpy())  # in the buffer, not a joined copy
+        np.testing.assert_array_equal(gathered["input"], joined["input"])
+        got = runner.infer_parts(parts)["logits"]
+        assert runner.last_gather_s > 0
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # a plain call after it is copied into the same buffer (it held the parts until then)
+        other = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+        with load_engine(tmp_path / "e") as fresh:
+            expected_other = fresh.infer({"input": other})["logits"]
+        np.testing.assert_allclose(runner.infer({"input": other})["logits"], expected_other, rtol=1e-5, atol=1e-5)
+        assert len(runner._staging) == 1  # type: ignore[attr-defined]

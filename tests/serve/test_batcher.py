@@ -450,3 +450,48 @@ def test_a_timeout_is_counted_once_by_whoever_answers_it() -> None:
         answered.result(0)
     with pytest.raises(DeadlineExceededError, match="dropped by the instance"):
         waiting.result(0)
+
+
+class GatheringRunner(RecordingRunner):
+    """A runner that joins a batch's parts itself (``infer_parts``, as kiln's runners do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[int] = []
+        self.last_gather_s = 0.0
+
+    def infer_parts(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        self.parts.append(len(parts))
+        self.last_gather_s = 0.25  # reported as the batch's input time
+        return self.infer({"x": np.concatenate([part["x"] for part in parts])})
+
+
+async def test_a_runner_that_gathers_gets_the_requests_parts() -> None:
+    runner = GatheringRunner()
+    observed: list[tuple[int, float]] = []
+
+    class Observer:
+        def queued(self, delta: int) -> None: ...
+        def rejected(self, reason: str) -> None: ...
+        def batch_failed(self, requests: int, reason: str) -> None: ...
+        def instance_replaced(self) -> None: ...
+
+        def batch_done(self, items: int, requests: int, queue_s: list[float], input_s: float, infer_s: float,
+                       output_s: float) -> None:
+            observed.append((requests, input_s))
+
+    batcher = DynamicBatcher("m/1", [runner], BatchPolicy(max_batch_size=8, max_queue_delay_s=5.0,
+                                                          preferred_batch_sizes=[6]), observer=Observer()).start()
+    try:
+        sizes = [1, 2, 3]
+        results = await asyncio.gather(*(batcher.submit(_x(rows, float(i)), rows, timeout_s=10) for i, rows in enumerate(sizes)))
+        alone = await batcher.submit(_x(8, 9.0), 8, timeout_s=10)  # a full batch of one request: plain infer
+    finally:
+        await batcher.close()
+    assert runner.parts == [3]
+    assert runner.batches == [6, 8]
+    for i, (rows, out) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(out["y"], np.full((rows, 3), 2.0 * i, dtype=np.float32))
+    np.testing.assert_array_equal(alone["y"], np.full((8, 3), 18.0, dtype=np.float32))
+    assert observed[0][0] == 3 and observed[0][1] >= 0.25  # the runner's join time is the input time
+    assert observed[1][0] == 1 and observed[1][1] < 0.25

@@ -271,3 +271,14 @@ def test_a_host_that_owns_its_process_freezes_its_heap_after_each_load(tmp_path:
     finally:
         owning.stop()
     assert frozen == [0], "one freeze per model load"
+
+
+def test_a_batch_of_parts_is_written_straight_into_the_region(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    served = _served(tmp_path / "repo", engines, {"max_batch_size": 8, "max_queue_delay_us": 0})
+    runner = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    for sizes in ((1, 2), (3, 1, 4), (1,)):  # the second call needs a larger region
+        parts = [{"x": np.arange(rows * 3, dtype=np.int64).reshape(rows, 3) + 100 * i} for i, rows in enumerate(sizes)]
+        joined = np.concatenate([part["x"] for part in parts])
+        assert runner.infer_parts(parts)["y"].tolist() == (joined * 3).tolist()
+        assert runner.last_gather_s > 0
+    runner.close()

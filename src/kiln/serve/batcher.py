@@ -53,7 +53,11 @@ class InferenceFailedError(KilnError):
 
 
 class InstanceRunner(Protocol):
-    """What an instance runs: kiln's ``Runner`` (and test doubles) fit."""
+    """What an instance runs: kiln's ``Runner`` (and test doubles) fit.
+
+    A runner that also has ``infer_parts(list_of_inputs) -> outputs`` (``Runner`` does) is given a
+    batch of several requests as their separate inputs, to join where its engine reads them from; its
+    ``last_gather_s`` is then reported as the batch's input time."""
 
     def infer(self, inputs: Tensors, *, check: bool = True) -> Tensors: ...
 
@@ -333,14 +337,19 @@ def _deliver(results: list[tuple[Pending, Tensors | BaseException]],
 def run_batch(runner: InstanceRunner, batch: list[Pending]) -> tuple[list[Tensors] | BaseException, float, float, float]:
     """Concatenates, runs and splits one batch; returns per-request outputs (or the error) and timings."""
     t0 = time.perf_counter()
-    if len(batch) == 1:
-        inputs = batch[0].inputs
-    else:
-        inputs = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
     total = sum(r.items for r in batch)
+    infer_parts = getattr(runner, "infer_parts", None) if len(batch) > 1 else None
+    if infer_parts is None:
+        inputs = batch[0].inputs if len(batch) == 1 else {
+            name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs
+        }
     t1 = time.perf_counter()
     try:
-        outputs = runner.infer(inputs, check=False)
+        if infer_parts is None:
+            outputs = runner.infer(inputs, check=False)
+        else:  # the runner joins the parts itself, where its engine reads them from
+            outputs = infer_parts([r.inputs for r in batch])
+            t1 += float(getattr(runner, "last_gather_s", 0.0))
     except (UnavailableError, DeadlineExceededError) as exc:  # the engine host refused or timed out: keep the kind
         return exc, t1 - t0, 0.0, 0.0
     except KilnError as exc:

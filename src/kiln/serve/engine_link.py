@@ -100,11 +100,17 @@ def recv_frame(sock: socket.socket) -> Frame:
 
 def layout(arrays: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], int]:
     """Where each array goes in a region or payload: [{name, dtype, shape, offset}], total bytes."""
+    return layout_of({name: (array.dtype, array.shape) for name, array in arrays.items()})
+
+
+def layout_of(specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> tuple[list[dict[str, Any]], int]:
+    """``layout`` for arrays given by dtype and shape."""
     entries = []
     offset = 0
-    for name, array in arrays.items():
-        entries.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
-        offset += -(-array.nbytes // ALIGN) * ALIGN
+    for name, (dtype, shape) in specs.items():
+        entries.append({"name": name, "dtype": dtype.str, "shape": list(shape), "offset": offset})
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        offset += -(-nbytes // ALIGN) * ALIGN
     return entries, offset
 
 

@@ -54,6 +54,7 @@ class Runner(ABC):
         self.manifest = manifest
         self.is_active = False
         self.last_inference_ms: float | None = None
+        self.last_gather_s = 0.0  # how long the last ``infer_parts`` took to join its parts
         self._lock = threading.Lock()
 
     # --- public API -------------------------------------------------------------------------
@@ -97,6 +98,20 @@ class Runner(ABC):
         self.last_inference_ms = (time.perf_counter() - start) * 1e3
         return outputs
 
+    def infer_parts(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One batch made of several requests' inputs (the batcher's call), unchecked: the parts are
+        joined along the batch dimension by ``gather_impl`` and run as one. The outputs' rows follow
+        the parts' order. ``last_gather_s`` says how long the join took."""
+        if not self.is_active:
+            raise KilnError(f"runner for {self.manifest.name} is not active", hint="call activate() first")
+        start = time.perf_counter()
+        with self._lock:
+            inputs = self.gather_impl(parts)
+            self.last_gather_s = time.perf_counter() - start
+            outputs = self.infer_impl(inputs)
+        self.last_inference_ms = (time.perf_counter() - start) * 1e3
+        return outputs
+
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
         expected = {spec.name: spec for spec in self.inputs}
         missing = sorted(set(expected) - set(inputs))
@@ -128,6 +143,11 @@ class Runner(ABC):
 
     @abstractmethod
     def infer_impl(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def gather_impl(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The parts joined along the batch dimension; a backend may instead write them straight
+        into the memory its engine reads from (one copy fewer)."""
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def deactivate_impl(self) -> None:
         return None
