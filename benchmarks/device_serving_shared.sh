@@ -7,6 +7,7 @@
 # gRPC port with round_robin, instead of the workers sharing one port and the kernel dealing connections; files
 # serving_per_worker*_round_robin.json). Default: BALANCE=reuseport. BALANCE="reuseport round_robin": both, one after
 # the other for each engine (the second reuses the first's engine cache), in the same call.
+# INSTANCES=N: engine instances per model (gpu_serving.py --instances; default 2).
 # SHARED=0: no engine-host run.  PER_WORKER_FUSE="0 1": the per-worker run once per value, unfused then fused, same call.
 # A per-worker run that builds its engine needs ~200 s or more (H100: build 68 s unfused, then four processes compile;
 # BASELINE_TIMEOUT=145 was too short for the unfused one on 2026-12-07). A device call has at most 600 s: choose the
@@ -30,7 +31,7 @@ BUCKETS=${BUCKETS:-1,16,32,64,128,256}
 CACHE=${CACHE:-/tmp/kiln-serving-cache}
 if [ "${SHARED:-1}" = 1 ]; then
 timeout "${SHARED_TIMEOUT:-330}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" --shared-engines \
-  --buckets "$BUCKETS" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" \
+  --buckets "$BUCKETS" --instances "${INSTANCES:-2}" --sweep "${SWEEP:-1,2,4,8}" --clients 6 --rows 8 --duration "${DURATION:-6}" --cache "$CACHE" \
   ${SKIP_SINGLE:+--skip-single} ${PROFILE_AT:+--profile-at $PROFILE_AT} $fc \
   --out "$OUT/serving_shared${fc:+_fused}.json" 2>&1 | grep -v Warning
 report "the shared-engine run"
@@ -42,7 +43,7 @@ if [ "${BASELINE:-1}" = 1 ]; then
       rr=""; [ "$balance" = round_robin ] && rr="--grpc-worker-ports"
       echo "== per-worker engines ${flag:-unfused}, balance $balance"
       timeout "${BASELINE_TIMEOUT:-240}" python3 gpu_serving.py --model resnet50 --workers "${WORKERS:-4}" \
-        --buckets "$BUCKETS" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" \
+        --buckets "$BUCKETS" --instances "${INSTANCES:-2}" --sweep "${BASELINE_SWEEP:-${SWEEP:-1,2,4,8}}" --clients 6 --rows 8 --duration "${DURATION:-6}" \
         --cache "$CACHE" --skip-single $flag $rr --out "$OUT/serving_per_worker${flag:+_fused}${rr:+_round_robin}.json" 2>&1 | grep -v Warning
       report "the per-worker run ${flag:-unfused} $balance"
     done

@@ -89,7 +89,20 @@ def _collect(outs: list[Path]) -> dict[str, Any]:
         "p99_ms": round(max(r["latency_ms"]["p99"] for r in runs), 3),  # the worst client's p99: conservative
         "errors": sum(r["errors"] for r in runs),
         **({"requests_per_worker": per_worker} if (per_worker := _requests_per_worker(runs)) else {}),
+        **({"server_stages_ms": stages} if (stages := _server_stages(runs)) else {}),
     }
+
+
+def _server_stages(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each server stage's percentiles (the answers' server-timing, as ``kiln bench serve`` reports
+    them), the worst client's for each, as for p99; "outside" is latency less the server's time."""
+    out: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for stage, percentiles in run.get("server_stages_ms", {}).items():
+            merged = out.setdefault(stage, {})
+            for q, ms in percentiles.items():
+                merged[q] = max(merged.get(q, 0.0), ms)
+    return out
 
 
 def _requests_per_worker(runs: list[dict[str, Any]]) -> dict[str, int]:

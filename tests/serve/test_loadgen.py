@@ -103,3 +103,31 @@ def test_a_target_of_several_servers_gets_the_round_robin_policy(url: str, targe
 
     assert grpc_target(url) == (target, [("grpc.lb_policy_name", "round_robin")] if balanced else [])
     assert (("grpc.lb_policy_name", "round_robin") in asyncio.run(options())) == balanced
+
+
+def test_grpc_answers_carry_their_server_stages(workers: tuple[subprocess.Popen[bytes], int, int]) -> None:
+    """Each ModelInfer answer's ``server-timing`` trailer gives its stages; the load generator reports their
+    percentiles and what lies outside the server (latency less the server's time)."""
+    _, _, grpc_port = workers
+    body = grpc_payload("long", {"x": np.array([[1, 2, 3]], dtype=np.int64)})
+    _until_served(lambda: GrpcTarget(f"127.0.0.1:{grpc_port}", body, connections=2))
+
+    async def run() -> dict[str, object]:
+        target = GrpcTarget(f"127.0.0.1:{grpc_port}", body, connections=2)
+        try:
+            one = await target.send()
+            result = await closed_loop(target, 4, 1.0, batch=1, protocol="grpc", warmup_s=0.2)
+        finally:
+            await target.close()
+        assert one.worker is not None and one.stages is not None
+        assert set(one.stages) == {"parse", "check", "queue", "infer", "resume", "respond", "server"}
+        assert one.stages["server"] >= one.stages["queue"] + one.stages["infer"]
+        stages = result.stages_ms
+        assert len(stages["server"]) == len(stages["outside"]) == result.requests > 0
+        assert np.median(stages["outside"]) > 0  # the network and the client take some time
+        return result.summary()
+
+    summary = asyncio.run(run())
+    table = summary["server_stages_ms"]
+    assert isinstance(table, dict) and set(table) == {"parse", "check", "queue", "infer", "resume", "respond", "server", "outside"}
+    assert all(q["p50"] <= q["p95"] <= q["p99"] for q in table.values())

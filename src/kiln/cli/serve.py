@@ -239,6 +239,10 @@ def bench_serve(
             if isinstance(per_worker, dict) and len(per_worker) > 1:
                 console.print("  answered by server workers: " + ", ".join(f"{w} {n}" for w, n in per_worker.items()),
                               highlight=False)
+            stages = summary.get("server_stages_ms")
+            if isinstance(stages, dict):
+                console.print("  server stages, p50 / p99 ms: " + ", ".join(
+                    f"{stage} {q['p50']:.2f} / {q['p99']:.2f}" for stage, q in stages.items()), highlight=False)
             results.append(summary)
         return results
 

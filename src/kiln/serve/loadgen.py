@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ import numpy as np
 
 from kiln.errors import KilnError
 from kiln.serve.tensors import DATATYPES, to_raw
+from kiln.serve.timing import SERVER_TIMING, parse_server_timing
 from kiln.serve.workers import WORKER_HEADER
 
 
@@ -50,6 +51,9 @@ class LoadResult:
     # measured requests per server worker that answered them (``kiln serve --workers N`` names its
     # worker in each answer); empty when the server does not say
     workers: dict[str, int] = field(default_factory=dict)
+    # per server stage (gRPC answers' ``server-timing``), milliseconds of each measured request; with
+    # "outside": the latency measured here less the server's own time (network, gRPC, this client)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def throughput(self) -> float:
@@ -78,13 +82,26 @@ class LoadResult:
                 "max": round(max(self.latencies_ms), 3) if self.latencies_ms else None,
             },
             **({"requests_per_worker": dict(sorted(self.workers.items()))} if self.workers else {}),
+            **({"server_stages_ms": self.stage_percentiles()} if self.stages_ms else {}),
         }
+
+    def stage_percentiles(self) -> dict[str, dict[str, float]]:
+        return {stage: {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 95, 99)}
+                for stage, values in self.stages_ms.items() if values}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an answer said about the server: the worker that answered (``x-kiln-worker``) and the
+    stages of its time in milliseconds (``server-timing``), when the server names them."""
+
+    worker: str | None = None
+    stages: dict[str, float] | None = None
 
 
 class Target(Protocol):
-    async def send(self) -> str | None:
-        """One inference; raises ``RequestFailed`` on any error answer. Returns the server worker
-        that answered, when the server names it (``x-kiln-worker``)."""
+    async def send(self) -> Reply:
+        """One inference; raises ``RequestFailed`` on any error answer."""
 
     async def close(self) -> None: ...
 
@@ -161,7 +178,7 @@ class HttpTarget:
             timeout=aiohttp.ClientTimeout(total=60),
         )
 
-    async def send(self) -> str | None:
+    async def send(self) -> Reply:
         import aiohttp
 
         try:
@@ -169,7 +186,7 @@ class HttpTarget:
                 await response.read()
                 if response.status != 200:
                     raise RequestFailed(f"http_{response.status}")
-                return response.headers.get(WORKER_HEADER)
+                return Reply(response.headers.get(WORKER_HEADER))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RequestFailed(type(exc).__name__) from exc
 
@@ -215,7 +232,7 @@ class GrpcTarget:
                                        for channel in self._channels])
         self._body = body
 
-    async def send(self) -> str | None:
+    async def send(self) -> Reply:
         import grpc
 
         try:
@@ -224,7 +241,13 @@ class GrpcTarget:
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise RequestFailed(f"grpc_{exc.code().name}") from exc
-        return next((str(value) for key, value in (trailing or ()) if key == WORKER_HEADER), None)
+        worker = timing = None
+        for key, value in trailing or ():
+            if key == WORKER_HEADER:
+                worker = str(value)
+            elif key == SERVER_TIMING:
+                timing = parse_server_timing(str(value))
+        return Reply(worker, timing)
 
     async def close(self) -> None:
         for channel in self._channels:
@@ -277,16 +300,23 @@ class _Recorder:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.workers: Counter[str] = Counter()
+        self.stages: defaultdict[str, list[float]] = defaultdict(list)
 
     async def one(self, target: Target, started: float) -> None:
         try:
-            worker = await target.send()
+            reply = await target.send()
         except RequestFailed as exc:
             self.errors[exc.reason] += 1
             return
-        self.latencies.append((time.perf_counter() - started) * 1e3)
-        if worker is not None:
-            self.workers[worker] += 1
+        latency = (time.perf_counter() - started) * 1e3
+        self.latencies.append(latency)
+        if reply.worker is not None:
+            self.workers[reply.worker] += 1
+        if reply.stages:
+            for stage, ms in reply.stages.items():
+                self.stages[stage].append(ms)
+            if "server" in reply.stages:
+                self.stages["outside"].append(latency - reply.stages["server"] - reply.stages.get("parse", 0.0))
 
 
 async def _report(recorder: _Recorder, start: float, duration: float, on_progress: Callable[[Progress], None] | None) -> None:
@@ -319,7 +349,7 @@ async def closed_loop(
         reporter.cancel()
     elapsed = time.perf_counter() - warm_end
     return LoadResult("closed", protocol, concurrency, None, elapsed, len(recorder.latencies), dict(recorder.errors), batch,
-                      recorder.latencies, dict(recorder.workers))
+                      recorder.latencies, dict(recorder.workers), dict(recorder.stages))
 
 
 async def open_loop(
@@ -350,4 +380,4 @@ async def open_loop(
         reporter.cancel()
     elapsed = max(duration_s, time.perf_counter() - start)
     return LoadResult("open", protocol, None, rate, elapsed, len(recorder.latencies), dict(recorder.errors), batch,
-                      recorder.latencies, dict(recorder.workers))
+                      recorder.latencies, dict(recorder.workers), dict(recorder.stages))

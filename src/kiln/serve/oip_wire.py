@@ -16,6 +16,7 @@ accepts what is valid and rejects what is not as before.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class InferRequest:
 
     message: Any  # pb.ModelInferRequest without raw_input_contents
     raw_input_contents: list[memoryview] | Any  # or the message's own repeated field (fallback)
+    parse_s: float = 0.0  # how long parsing took (the "parse" stage of the answer's server-timing)
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -94,11 +96,12 @@ def _split(data: bytes) -> tuple[bytes, list[memoryview]]:
 
 def parse_infer_request(data: bytes) -> InferRequest:
     """The gRPC deserializer of ``ModelInfer``; raises protobuf's DecodeError for a malformed message."""
+    started = time.perf_counter()
     try:
         rest, raw = _split(data)
     except _Unexpected:
         raw = []
     if not raw:  # nothing to spare from copying (or bytes for protobuf to judge)
         message = pb.ModelInferRequest.FromString(data)
-        return InferRequest(message, message.raw_input_contents)
-    return InferRequest(pb.ModelInferRequest.FromString(rest), raw)
+        return InferRequest(message, message.raw_input_contents, time.perf_counter() - started)
+    return InferRequest(pb.ModelInferRequest.FromString(rest), raw, time.perf_counter() - started)

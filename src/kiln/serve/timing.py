@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+SERVER_TIMING = "server-timing"  # gRPC trailing metadata key of the same value (ModelInfer answers)
+
 _CURRENT: ContextVar[StageTimings | None] = ContextVar("kiln_stage_timings", default=None)
 
 
