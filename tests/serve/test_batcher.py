@@ -101,6 +101,29 @@ def test_full_batch_and_preferred_size_dispatch_at_once() -> None:
     assert batch is not None and len(batch) == 2, "reaching a preferred size dispatches without waiting"
 
 
+def test_a_batch_of_exactly_a_preferred_size_goes_at_once() -> None:
+    """Preferred sizes 8 and 16: a queue holding 8 rows goes without waiting for 16 (a waiting taker wakes for
+    it); 12 rows, no preferred size, wait out the delay."""
+    queue = BatchQueue(BatchPolicy(max_batch_size=16, max_queue_delay_s=60, preferred_batch_sizes=[8, 16]))
+    taken: list[list[int]] = []
+    taker = threading.Thread(target=lambda: taken.append([r.items for r in queue.next_batch() or []]), daemon=True)
+    taker.start()
+    queue.put(_pending(4))
+    time.sleep(0.2)  # the taker now waits out the 60 s delay for more
+    queue.put(_pending(4))
+    taker.join(timeout=10)
+    assert not taker.is_alive(), "8 rows, a preferred size, must not wait for the delay"
+    assert taken == [[4, 4]]
+
+    short = BatchQueue(BatchPolicy(max_batch_size=16, max_queue_delay_s=0.1, preferred_batch_sizes=[8, 16]))
+    for items in (4, 8):
+        short.put(_pending(items))
+    started = time.monotonic()
+    batch = short.next_batch()
+    assert batch is not None and [r.items for r in batch] == [4, 8]
+    assert time.monotonic() - started >= 0.05, "12 rows is no preferred size: wait for more up to the delay"
+
+
 def test_a_waiting_taker_dispatches_once_the_batch_fills_and_leftovers_reach_another() -> None:
     """Takers already waiting (out the queue delay, or on an empty queue) wake when a batch fills up, not only at
     the delay's end; requests a taker leaves behind wake the other taker."""

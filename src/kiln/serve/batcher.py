@@ -5,7 +5,7 @@ The pieces, each testable without HTTP:
 - ``BatchQueue``: a bounded, thread-safe queue with priority levels. ``next_batch`` is the one
   batching rule: take requests (highest priority first, then oldest) with the same item shapes
   until ``max_batch_size`` items; dispatch at once when the batch is full, reaches the largest
-  preferred size, or the oldest request has waited ``max_queue_delay``; otherwise wait on a
+  preferred size, is exactly a preferred size, or the oldest request has waited ``max_queue_delay``; otherwise wait on a
   monotonic deadline. A full queue rejects at once (``UnavailableError`` → 503 / UNAVAILABLE).
 - ``Instance``: a thread that owns one runner, pulls a batch whenever it is idle (so N instances
   run N batches concurrently), concatenates the requests' inputs, runs the engine, checks that it
@@ -149,6 +149,9 @@ class BatchQueue:
         # a batch this big goes at once (a preferred size above max_batch_size, which a model's config may leave
         # unchecked when the engine sets the limit, counts as the limit)
         self._dispatch_at = min(max(policy.preferred_batch_sizes, default=policy.max_batch_size), policy.max_batch_size)
+        # a batch of exactly one of these sizes goes at once as well: waiting could only grow it past a size
+        # the engine runs without padding (the preferred sizes are usually its CUDA graphs' batch sizes)
+        self._preferred = frozenset(size for size in policy.preferred_batch_sizes if size <= policy.max_batch_size)
 
     def __len__(self) -> int:
         return self._count
@@ -187,7 +190,7 @@ class BatchQueue:
             # the queue delay wakes at its deadline anyway, which a later arrival does not move; waking it for
             # every request only hands the GIL back and forth (py-spy, ~1.2k gRPC requests/s on 2 cores: 4 % of the event
             # loop's samples in notify, 15 % with another job on the cores; now under 1 %; docs/benchmarks/grpc_cpu.md).
-            if self._count == 1 or self._items >= self._dispatch_at:
+            if self._count == 1 or self._items >= self._dispatch_at or self._items in self._preferred:
                 self._cond.notify()
         self._observer.queued(1)
 
@@ -283,6 +286,9 @@ class BatchQueue:
                     break
                 if self.policy.preferred_batch_sizes and items >= self._dispatch_at:
                     batch = self._take(self._trim_to_preferred(chosen))
+                    break
+                if items in self._preferred:  # every request that could join is in it, at a preferred size
+                    batch = self._take(chosen)
                     break
                 wait = self._oldest_arrival() + delay - time.monotonic()
                 if wait <= 0:
