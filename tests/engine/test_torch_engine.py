@@ -117,6 +117,7 @@ def test_a_batch_of_parts_is_gathered_into_the_staging_buffer(tmp_path: Path, mo
     build_engine(_settings(Precision.FP32), cache=EngineCache(tmp_path / "cache"), output=tmp_path / "e")
     rng = np.random.default_rng(7)
     parts = [{"input": rng.standard_normal((rows, 3, 64, 64)).astype(np.float32)} for rows in (1, 2)]
+    parts.append({"input": np.flip(rng.standard_normal((1, 3, 64, 64)).astype(np.float32), axis=3)})  # negative strides
     joined = {"input": np.concatenate([p["input"] for p in parts])}
     with load_engine(tmp_path / "e") as plain:
         want = plain.infer(joined)["logits"]

@@ -57,7 +57,8 @@ class InstanceRunner(Protocol):
 
     A runner that also has ``infer_parts(list_of_inputs) -> outputs`` (``Runner`` does) is given a
     batch of several requests as their separate inputs, to join where its engine reads them from; its
-    ``last_gather_s`` is then reported as the batch's input time."""
+    ``last_gather_s`` is then reported as the batch's input time. (So a test double that wraps only
+    ``infer`` sees single requests, not batches of several, unless it wraps ``infer_parts`` too.)"""
 
     def infer(self, inputs: Tensors, *, check: bool = True) -> Tensors: ...
 

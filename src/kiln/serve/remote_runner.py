@@ -126,13 +126,13 @@ class RemoteRunner:
     def infer_parts(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """Several requests' inputs as one call: each part is written straight into its rows of the
         shared region (no joined copy first)."""
-        start = time.perf_counter()
         entries, size = layout_of({
             name: (first.dtype, (sum(part[name].shape[0] for part in parts), *first.shape[1:]))
             for name, first in parts[0].items()
         })
 
         def fill(targets: dict[str, np.ndarray]) -> None:
+            start = time.perf_counter()  # the writes only, not waiting for the link or (re)connecting
             for name, target in targets.items():
                 offset = 0
                 for part in parts:

@@ -104,12 +104,13 @@ class Runner(ABC):
         the parts' order. ``last_gather_s`` says how long the join took."""
         if not self.is_active:
             raise KilnError(f"runner for {self.manifest.name} is not active", hint="call activate() first")
-        start = time.perf_counter()
         with self._lock:
+            start = time.perf_counter()
             inputs = self.gather_impl(parts)
-            self.last_gather_s = time.perf_counter() - start
+            gathered = time.perf_counter()
             outputs = self.infer_impl(inputs)
-        self.last_inference_ms = (time.perf_counter() - start) * 1e3
+        self.last_gather_s = gathered - start
+        self.last_inference_ms = (time.perf_counter() - gathered) * 1e3  # as for ``infer``: the engine, not the join
         return outputs
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:

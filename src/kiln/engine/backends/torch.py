@@ -448,6 +448,8 @@ class TorchRunner(Runner):
             offset = 0
             for part in parts:
                 array = part[name]
+                if any(stride < 0 for stride in array.strides):  # torch takes no negative strides (np.flip)
+                    array = np.ascontiguousarray(array)
                 target[offset:offset + array.shape[0]].copy_(torch.from_numpy(array))
                 offset += array.shape[0]
             gathered[name] = target.numpy()
