@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -122,6 +123,36 @@ def test_a_batch_of_exactly_a_preferred_size_goes_at_once() -> None:
     batch = short.next_batch()
     assert batch is not None and [r.items for r in batch] == [4, 8]
     assert time.monotonic() - started >= 0.05, "12 rows is no preferred size: wait for more up to the delay"
+
+
+def test_a_taker_wakes_for_a_preferred_batch_beside_other_shapes_and_after_a_discard() -> None:
+    """The wake-up counts the rows a batch of that shape can hold, not every queued row: 4 + 4 rows of one shape
+    are a preferred 8 although 3 rows of another shape wait too; and discarding 4 of 4 + 8 leaves a preferred 8."""
+    def wide(rows: int) -> Pending:
+        loop = asyncio.new_event_loop()
+        inputs = {"x": np.zeros((rows, 5), dtype=np.float32)}
+        return Pending(inputs, rows, signature_of(inputs), 0, time.monotonic(), loop.create_future(), loop)
+
+    def taken_within(queue: BatchQueue, act: Callable[[], None]) -> list[int]:
+        taken: list[list[int]] = []
+        taker = threading.Thread(target=lambda: taken.append([r.items for r in queue.next_batch() or []]), daemon=True)
+        taker.start()
+        time.sleep(0.3)  # the taker waits out the 60 s delay
+        act()
+        taker.join(timeout=10)
+        assert not taker.is_alive(), "a preferred-size batch was queued, but the taker slept on"
+        return taken[0]
+
+    mixed = BatchQueue(BatchPolicy(max_batch_size=16, max_queue_delay_s=60, preferred_batch_sizes=[8, 16]))
+    mixed.put(_pending(4))
+    mixed.put(wide(3))
+    assert taken_within(mixed, lambda: mixed.put(_pending(4))) == [4, 4]
+
+    dropped = BatchQueue(BatchPolicy(max_batch_size=16, max_queue_delay_s=60, preferred_batch_sizes=[8, 16]))
+    first = _pending(4)
+    dropped.put(first)
+    dropped.put(_pending(8))
+    assert taken_within(dropped, lambda: dropped.discard(first)) == [8]
 
 
 def test_a_waiting_taker_dispatches_once_the_batch_fills_and_leftovers_reach_another() -> None:

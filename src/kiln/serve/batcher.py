@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -144,6 +144,7 @@ class BatchQueue:
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self._count = 0
         self._items = 0  # items (rows) of the queued requests
+        self._items_of: Counter[tuple[Any, ...]] = Counter()  # the same per signature (what one batch can hold)
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._observer = observer or NullObserver()
@@ -186,14 +187,28 @@ class BatchQueue:
             self._levels[level].append(request)
             self._count += 1
             self._items += request.items
+            self._items_of[request.signature] += request.items
             # Wake a taker only where this request can change its decision: the queue was empty (takers wait
             # without a timeout), or there may now be a batch to dispatch at once. A taker already waiting out
             # the queue delay wakes at its deadline anyway, which a later arrival does not move; waking it for
             # every request only hands the GIL back and forth (py-spy, ~1.2k gRPC requests/s on 2 cores: 4 % of the event
             # loop's samples in notify, 15 % with another job on the cores; now under 1 %; docs/benchmarks/grpc_cpu.md).
-            if self._count == 1 or self._items >= self._dispatch_at or self._items in self._preferred:
+            if self._count == 1 or self._may_dispatch(request.signature):
                 self._cond.notify()
         self._observer.queued(1)
+
+    def _may_dispatch(self, signature: tuple[Any, ...]) -> bool:
+        """Whether the requests of ``signature`` may now make a batch that goes at once (a hint for waking a
+        taker, which decides for itself)."""
+        items = self._items_of.get(signature, 0)
+        return items >= self._dispatch_at or items in self._preferred
+
+    def _drop_items(self, signature: tuple[Any, ...], items: int) -> None:
+        left = self._items_of[signature] - items
+        if left > 0:
+            self._items_of[signature] = left
+        else:
+            del self._items_of[signature]
 
     def record_batch_time(self, seconds: float) -> None:
         self.batch_s = seconds if self.batch_s == 0.0 else 0.8 * self.batch_s + 0.2 * seconds
@@ -213,6 +228,9 @@ class BatchQueue:
                     continue
                 self._count -= 1
                 self._items -= request.items
+                self._drop_items(request.signature, request.items)
+                if self._count and self._may_dispatch(request.signature):  # what is left may now be a batch
+                    self._cond.notify()
                 self._observer.queued(-1)
                 return True
         return False
@@ -255,6 +273,8 @@ class BatchQueue:
             self._levels[min(max(request.priority, 0), self.policy.priority_levels - 1)].remove(request)
         self._count -= len(chosen)
         self._items -= sum(request.items for request in chosen)
+        for request in chosen:
+            self._drop_items(request.signature, request.items)
         return chosen
 
     def _trim_to_preferred(self, chosen: list[Pending]) -> list[Pending]:

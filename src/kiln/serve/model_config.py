@@ -7,7 +7,8 @@ the engine's own batch limit. Example::
       "max_batch_size": 32,            # at most the engine's batch profile max (default: that max)
       "dynamic_batching": true,        # false: every request runs on its own
       "max_queue_delay_us": 1000,      # how long the oldest request waits for a fuller batch
-      "preferred_batch_sizes": [8, 16],# dispatch at once when the queue holds this many items
+      "preferred_batch_sizes": [8, 16],# dispatch at once when the queue holds this many items of one shape
+                                       # (a size of 1 sends lone requests without waiting the delay)
       "max_queue_size": 256,           # queued requests; beyond it requests get 503 at once
       "timeout_s": 30,                 # default per-request timeout (504 past it)
       "instances": 2,                  # engine instances running batches concurrently
