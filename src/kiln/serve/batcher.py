@@ -143,8 +143,7 @@ class BatchQueue:
         self.workers = 1  # instances taking batches from this queue
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self._count = 0
-        self._items = 0  # items (rows) of the queued requests
-        self._items_of: Counter[tuple[Any, ...]] = Counter()  # the same per signature (what one batch can hold)
+        self._items_of: Counter[tuple[Any, ...]] = Counter()  # rows queued per signature (what one batch can hold)
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._observer = observer or NullObserver()
@@ -186,7 +185,6 @@ class BatchQueue:
             level = min(max(request.priority, 0), self.policy.priority_levels - 1)
             self._levels[level].append(request)
             self._count += 1
-            self._items += request.items
             self._items_of[request.signature] += request.items
             # Wake a taker only where this request can change its decision: the queue was empty (takers wait
             # without a timeout), or there may now be a batch to dispatch at once. A taker already waiting out
@@ -227,7 +225,6 @@ class BatchQueue:
                 except ValueError:
                     continue
                 self._count -= 1
-                self._items -= request.items
                 self._drop_items(request.signature, request.items)
                 if self._count and self._may_dispatch(request.signature):  # what is left may now be a batch
                     self._cond.notify()
@@ -272,7 +269,6 @@ class BatchQueue:
         for request in chosen:
             self._levels[min(max(request.priority, 0), self.policy.priority_levels - 1)].remove(request)
         self._count -= len(chosen)
-        self._items -= sum(request.items for request in chosen)
         for request in chosen:
             self._drop_items(request.signature, request.items)
         return chosen

@@ -25,7 +25,7 @@ import numpy as np
 
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
 from kiln.serve.batcher import current_batch
-from kiln.serve.engine_link import LinkClosedError, Region, layout, layout_of, recv_frame, send_frame, views
+from kiln.serve.engine_link import LinkClosedError, Region, layout_of, recv_frame, send_frame, views
 
 if TYPE_CHECKING:
     from kiln.serve.model_config import ModelConfig
@@ -68,7 +68,7 @@ class RemoteRunner:
         # a call's answer may take up to the hang limit (then the watchdog replaces the instance) plus this
         self.reply_timeout_s = config.hang_after_s + reply_margin_s
         self.max_batch_size = 0
-        self.last_gather_s = 0.0  # how long the last ``infer_parts`` took to write its parts
+        self.last_gather_s = 0.0  # how long the last call took to write its inputs into the region
         self._lock = threading.Lock()
         self._held = _Held()
         self._region_id = 0
@@ -115,37 +115,15 @@ class RemoteRunner:
         return region
 
     def infer(self, inputs: dict[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
-        entries, size = layout(inputs)
-
-        def fill(targets: dict[str, np.ndarray]) -> None:
-            for name, target in targets.items():
-                np.copyto(target, inputs[name], casting="no")
-
-        return self._call(entries, size, fill)
+        return self.infer_parts([inputs])
 
     def infer_parts(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Several requests' inputs as one call: each part is written straight into its rows of the
-        shared region (no joined copy first)."""
+        """One call of one or several requests' inputs: each part is written straight into its rows
+        of the shared region (no joined copy first); then the call is sent and the answer awaited."""
         entries, size = layout_of({
             name: (first.dtype, (sum(part[name].shape[0] for part in parts), *first.shape[1:]))
             for name, first in parts[0].items()
         })
-
-        def fill(targets: dict[str, np.ndarray]) -> None:
-            start = time.perf_counter()  # the writes only, not waiting for the link or (re)connecting
-            for name, target in targets.items():
-                offset = 0
-                for part in parts:
-                    rows = part[name].shape[0]
-                    np.copyto(target[offset:offset + rows], part[name], casting="no")
-                    offset += rows
-            self.last_gather_s = time.perf_counter() - start
-
-        return self._call(entries, size, fill)
-
-    def _call(self, entries: list[dict[str, Any]], size: int, fill: Any) -> dict[str, np.ndarray]:
-        """Writes the inputs into the region (``fill`` gets a view per input), sends the call and
-        waits for the host's answer."""
         deadline, priority = current_batch()
         with self._lock:
             if self._closed:
@@ -155,7 +133,14 @@ class RemoteRunner:
             sock = self._held.sock
             assert sock is not None
             region = self._region_for(size)
-            fill(views(region.map, entries))
+            start = time.perf_counter()  # the writes only, not waiting for the link or (re)connecting
+            for name, target in views(region.map, entries).items():
+                offset = 0
+                for part in parts:
+                    rows = part[name].shape[0]
+                    np.copyto(target[offset:offset + rows], part[name], casting="no")
+                    offset += rows
+            self.last_gather_s = time.perf_counter() - start
             meta: dict[str, Any] = {"op": "infer", "region": self._region_id, "region_size": region.size,
                                     "inputs": entries, "priority": priority}
             if deadline is not None:
