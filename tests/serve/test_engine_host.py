@@ -18,6 +18,7 @@ from kiln.serve.engine_host import EngineHost
 from kiln.serve.model import ServedModel
 from kiln.serve.model_config import ModelConfig
 from kiln.serve.remote_runner import RemoteRunner
+from kiln.serve.timing import start_timings
 
 from .conftest import Engines, add_model
 
@@ -282,3 +283,28 @@ def test_a_batch_of_parts_is_written_straight_into_the_region(host: RunningHost,
         assert runner.infer_parts(parts)["y"].tolist() == (joined * 3).tolist()
         assert runner.last_gather_s > 0
     runner.close()
+
+
+def test_the_host_reports_its_stages_of_each_call(host: RunningHost, tmp_path: Path, engines: Engines) -> None:
+    # the host's queue delay (0.3 s) and engine time (0.2 s) come back with the answer, and a worker's request
+    # timings (its server-timing) name them as parts of its "infer"
+    root = tmp_path / "repo"
+    version = add_model(root, "long", engines.long, {"instances": 1, "max_batch_size": 8, "max_queue_delay_us": 300_000})
+    served = ServedModel("long", "1", version, ModelConfig.read(root / "long"), engine_host=host.address)
+    runners = served.load()
+    _slow_engine(host, 0.2)
+
+    async def call() -> dict[str, float]:
+        served.start(runners, None)
+        timings = start_timings()
+        assert served.batcher is not None
+        outputs = await served.batcher.submit({"x": np.ones((2, 3), np.int64)}, 2, timeout_s=10)
+        assert outputs["y"].tolist() == [[3, 3, 3]] * 2
+        await served.close()
+        return timings.stages
+
+    stages = asyncio.run(call())
+    assert stages["host_queue"] >= 0.25
+    assert stages["host_infer"] >= 0.19
+    assert 0 <= stages["host_link"] < 0.2
+    assert stages["infer"] >= stages["host_queue"] + stages["host_infer"]

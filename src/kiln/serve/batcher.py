@@ -115,6 +115,8 @@ class Pending:
     started: float = 0.0  # monotonic: when its batch was taken by an instance
     finished: float = 0.0  # monotonic: when its batch's outputs were ready
     done: bool = False
+    # stages (seconds) inside its batch's run that the runner measured (``last_stages``: the engine host's)
+    stages: dict[str, float] | None = None
 
 
 def signature_of(inputs: Tensors) -> tuple[Any, ...]:
@@ -454,8 +456,9 @@ class Instance:
         finally:
             _batch.deadline, _batch.priority = None, 0
         finished = time.monotonic()
+        stages = getattr(self.runner, "last_stages", None) if not isinstance(outcome, BaseException) else None
         for r in batch:
-            r.started, r.finished = started, finished
+            r.started, r.finished, r.stages = started, finished, stages
         self.queue.record_batch_time(finished - started)
         if isinstance(outcome, BaseException):
             self.observer.batch_failed(len(batch), "engine_error")
@@ -543,21 +546,30 @@ class DynamicBatcher:
             timings.add("queue", request.started - request.arrival)
             timings.add("infer", request.finished - request.started)
             timings.add("resume", time.monotonic() - request.finished)
+            for name, seconds in (request.stages or {}).items():  # parts of "infer", where the runner tells them
+                timings.add(name, seconds)
         return outputs
 
-    def submit_blocking(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float) -> Tensors:
+    def submit_blocking(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float,
+                        stages: dict[str, float] | None = None) -> Tensors:
         """``submit`` for a plain thread: blocks until the outputs are ready, with the same errors.
 
         The request goes into the queue from this thread and its result comes back from the
         instance thread that ran its batch, with no event loop in between (the engine host's link
-        threads call this).
+        threads call this). ``stages``, when given, gets the seconds the request spent in "queue"
+        and "infer", as ``submit`` reports them.
         """
         future: concurrent.futures.Future[Tensors] = concurrent.futures.Future()
         request = self._enqueue(inputs, items, priority, timeout_s, future, None)
         try:
-            return future.result(timeout=max(0.0, request.deadline - time.monotonic()))
+            outputs = future.result(timeout=max(0.0, request.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             pass
+        else:
+            if stages is not None and request.finished:
+                stages["queue"] = request.started - request.arrival
+                stages["infer"] = request.finished - request.started
+            return outputs
         error = self._timed_out(request)
         try:
             future.set_exception(error)

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,8 @@ class EngineHost:
 
     def _serve_call(self, sock: socket.socket, served: ServedModel, meta: dict[str, Any], fds: list[int],
                     regions: dict[int, mmap.mmap]) -> None:
+        started = time.perf_counter()
+        stages: dict[str, float] = {}
         try:
             region_id = int(meta.get("region", 0))
             if fds:
@@ -179,7 +182,7 @@ class EngineHost:
             # the worker has checked the request against the model; the host only runs it, within
             # what is left of the batch's deadline
             timeout = min(float(meta.get("timeout_s", served.config.timeout_s)), served.config.timeout_s)
-            outputs = self._submit(served, inputs, int(meta.get("priority", 0)), timeout)
+            outputs = self._submit(served, inputs, int(meta.get("priority", 0)), timeout, stages)
         except Exception as exc:  # errors go back to the worker, which answers its client
             send_frame(sock, error_meta(exc))
             return
@@ -190,10 +193,13 @@ class EngineHost:
         payload = bytearray(size)
         for entry, target in zip(entries, views(payload, entries).values(), strict=True):
             target[...] = outputs[entry["name"]]
-        send_frame(sock, {"ok": True, "outputs": entries}, [payload])
+        # the call's time here (from its frame read to its answer sent), and its queue and batch run in it
+        stages["host"] = time.perf_counter() - started
+        send_frame(sock, {"ok": True, "outputs": entries, "stages": {k: round(v, 6) for k, v in stages.items()}}, [payload])
 
     @staticmethod
-    def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float) -> dict[str, Any]:
+    def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float,
+                stages: dict[str, float]) -> dict[str, Any]:
         """On the link's thread: straight into the model's batch queue, the result straight back from
         the instance that ran the batch (no hand-off to the event loop and back per call)."""
         batcher = served.batcher
@@ -202,7 +208,7 @@ class EngineHost:
         items = next(iter(inputs.values())).shape[0]
         if not 1 <= items <= served.max_batch_size:  # the batcher would never dispatch it
             raise KilnError(f"model {served.name!r}: batch {items} is outside 1..max_batch_size {served.max_batch_size}")
-        return batcher.submit_blocking(inputs, items, priority=priority, timeout_s=timeout_s)
+        return batcher.submit_blocking(inputs, items, priority=priority, timeout_s=timeout_s, stages=stages)
 
     # --- on the event loop -----------------------------------------------------------------------
 

@@ -41,6 +41,19 @@ def raise_remote(meta: dict[str, Any]) -> None:
     raise KilnError(message, hint=hint)
 
 
+def host_stages(reported: Any, round_trip_s: float) -> dict[str, float]:
+    """The host's stages of one call (its answer's ``stages``, seconds) as the worker reports them: host_queue,
+    host_infer and host_link, the round trip less the host's own time (an older host sends none: empty)."""
+    if not isinstance(reported, dict):
+        return {}
+    try:
+        host = float(reported["host"])
+        return {"host_queue": float(reported.get("queue", 0.0)), "host_infer": float(reported.get("infer", 0.0)),
+                "host_link": max(0.0, round_trip_s - host)}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 class _Held:
     """The runner's socket and region, closed by a finalizer if the runner is dropped unclosed."""
 
@@ -69,6 +82,9 @@ class RemoteRunner:
         self.reply_timeout_s = config.hang_after_s + reply_margin_s
         self.max_batch_size = 0
         self.last_gather_s = 0.0  # how long the last call took to write its inputs into the region
+        # the last call's stages in the host (seconds): host_queue and host_infer (its batch's queue and run there),
+        # host_link (the round trip less the host's own time: the two hops on the socket and waking each side)
+        self.last_stages: dict[str, float] = {}
         self._lock = threading.Lock()
         self._held = _Held()
         self._region_id = 0
@@ -146,9 +162,11 @@ class RemoteRunner:
             if deadline is not None:
                 meta["timeout_s"] = round(deadline - time.monotonic(), 6)
             try:
+                sent = time.perf_counter()
                 send_frame(sock, meta, fds=None if self._sent_region else [region.fd])
                 self._sent_region = True
                 reply = recv_frame(sock)
+                round_trip = time.perf_counter() - sent
             except TimeoutError as exc:
                 self._drop_link()
                 raise UnavailableError(f"the engine host did not answer within {self.reply_timeout_s:g} s",
@@ -158,6 +176,7 @@ class RemoteRunner:
                 raise UnavailableError(f"the link to the engine host failed: {exc}", hint="retry after a short pause") from exc
         if not reply.meta.get("ok"):
             raise_remote(reply.meta)
+        self.last_stages = host_stages(reply.meta.get("stages"), round_trip)
         return views(reply.payload, reply.meta["outputs"])
 
     def close(self) -> None:
