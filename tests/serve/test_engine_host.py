@@ -308,3 +308,53 @@ def test_the_host_reports_its_stages_of_each_call(host: RunningHost, tmp_path: P
     assert stages["host_infer"] >= 0.19
     assert 0 <= stages["host_link"] < 0.2
     assert stages["infer"] >= stages["host_queue"] + stages["host_infer"]
+
+
+def test_a_call_queued_past_its_deadline_is_answered_504_while_the_engine_is_busy(host: RunningHost, tmp_path: Path,
+                                                                                  engines: Engines) -> None:
+    # the host answers from the instance thread, so no link thread waits out a call's time: the deadline watch fails
+    # the second call at its 0.3 s while the one instance is still busy (1 s) with the first
+    from kiln.errors import DeadlineExceededError
+
+    served = _served(tmp_path / "repo", engines, {"instances": 1, "max_queue_delay_us": 0, "timeout_s": 0.3,
+                                                  "hang_timeout_s": 30})
+    first = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    second = RemoteRunner(host.address, "long", "1", served.directory, served.config)
+    _slow_engine(host, 1.0)
+    outcome: list[Any] = []
+
+    def run_first() -> None:
+        try:
+            outcome.append(first.infer({"x": np.ones((1, 3), np.int64)}))
+        except Exception as exc:  # its own 0.3 s pass while it runs: a 504 too
+            outcome.append(exc)
+
+    busy = threading.Thread(target=run_first)
+    busy.start()
+    time.sleep(0.1)  # the first call is on the instance
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match="waiting in the queue"):
+        second.infer({"x": np.ones((1, 3), np.int64)})
+    assert time.monotonic() - started < 0.8
+    busy.join(5)
+    assert len(outcome) == 1
+    first.close()
+    second.close()
+
+
+def test_answered_calls_leave_the_deadline_watch() -> None:
+    from kiln.serve.link_replies import DeadlineWatch, LinkReply
+
+    watch = DeadlineWatch().start()
+    sent: list[Any] = []
+    try:
+        for _ in range(100):
+            reply = LinkReply(lambda request, outcome: sent.append(outcome))
+            watch.watch(time.monotonic() + 60, None, reply)  # type: ignore[arg-type]
+            reply.set_result({"y": np.zeros(1)})
+        assert len(watch) == 1  # each watch took the answered ones before it off the top
+        with pytest.raises(Exception, match="answer already"):
+            reply.set_exception(RuntimeError("late"))
+        assert len(sent) == 100
+    finally:
+        watch.stop()

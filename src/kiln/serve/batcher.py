@@ -12,7 +12,7 @@ The pieces, each testable without HTTP:
   returned one output row per input row, and hands each request its slice of the outputs.
 - ``DynamicBatcher``: the asyncio face: ``submit`` enqueues and awaits the result with a
   deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); ``submit_blocking`` is the same
-  for a plain thread (the engine host's link threads), with no event loop in the way; a request whose estimated wait
+  for a plain thread, with no event loop in the way, and submit_nowait hands the outcome to a completion on the thread that ran the batch (the engine host's answers); a request whose estimated wait
   (queue depth × recent batch time) is already past its deadline is refused at once (503), and
   one whose deadline passed while it waited is dropped before it is computed; a watchdog replaces
   an instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.
@@ -98,6 +98,19 @@ class NullObserver:
         return None
 
 
+class Completion(Protocol):
+    """What ``DynamicBatcher.submit_nowait`` completes where the batch ran: thread-safe, and the first of
+    ``set_result`` / ``set_exception`` wins (a later one raises ``concurrent.futures.InvalidStateError``)."""
+
+    request: Pending | None  # the request it completes: set when queued, before any instance can take it
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Tensors) -> None: ...
+
+    def set_exception(self, exception: BaseException) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class Pending:
     """One request waiting for its outputs."""
@@ -108,8 +121,8 @@ class Pending:
     priority: int
     arrival: float
     # an asyncio future completed on ``loop``, or (``loop`` None) a thread-safe one completed where
-    # the batch ran (``DynamicBatcher.submit_blocking``)
-    future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors]
+    # the batch ran (``DynamicBatcher.submit_blocking``, ``submit_nowait``)
+    future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors] | Completion
     loop: asyncio.AbstractEventLoop | None
     deadline: float = float("inf")  # time.monotonic() past which nobody waits for the result
     started: float = 0.0  # monotonic: when its batch was taken by an instance
@@ -438,6 +451,9 @@ class Instance:
                 self._execute(batch)
             finally:
                 self.busy_since = None
+                # not held while waiting for the next one: its inputs may be views of an engine link's shared
+                # mapping, which the engine host leaves to close with its last view
+                batch = None
 
     def _execute(self, batch: list[Pending]) -> None:
         started = time.monotonic()
@@ -550,26 +566,18 @@ class DynamicBatcher:
                 timings.add(name, seconds)
         return outputs
 
-    def submit_blocking(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float,
-                        stages: dict[str, float] | None = None) -> Tensors:
+    def submit_blocking(self, inputs: Tensors, items: int, *, priority: int = 0, timeout_s: float) -> Tensors:
         """``submit`` for a plain thread: blocks until the outputs are ready, with the same errors.
 
         The request goes into the queue from this thread and its result comes back from the
-        instance thread that ran its batch, with no event loop in between (the engine host's link
-        threads call this). ``stages``, when given, gets the seconds the request spent in "queue"
-        and "infer", as ``submit`` reports them.
+        instance thread that ran its batch, with no event loop in between.
         """
         future: concurrent.futures.Future[Tensors] = concurrent.futures.Future()
         request = self._enqueue(inputs, items, priority, timeout_s, future, None)
         try:
-            outputs = future.result(timeout=max(0.0, request.deadline - time.monotonic()))
+            return future.result(timeout=max(0.0, request.deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             pass
-        else:
-            if stages is not None and request.finished:
-                stages["queue"] = request.started - request.arrival
-                stages["infer"] = request.finished - request.started
-            return outputs
         error = self._timed_out(request)
         try:
             future.set_exception(error)
@@ -578,8 +586,28 @@ class DynamicBatcher:
         self.observer.rejected("timeout")
         raise error
 
+    def submit_nowait(self, inputs: Tensors, items: int, completion: Completion, *, priority: int = 0,
+                      timeout_s: float) -> Pending:
+        """Queues a request and returns at once; ``completion`` gets its outputs or error on the thread that ran
+        its batch (no thread waits for it: the engine host answers its links from there). Refusals (queue full,
+        no time left) raise here, as in ``submit``. Nothing times the request out but ``expire``: the caller
+        calls it once the request's deadline passes."""
+        return self._enqueue(inputs, items, priority, timeout_s, completion, None)
+
+    def expire(self, request: Pending) -> None:
+        """From any thread, at or after the deadline of a request queued with ``submit_nowait``: fails it with
+        504 unless its outcome is in already (then nothing happens)."""
+        if request.future.done():
+            return
+        error = self._timed_out(request)
+        try:
+            request.future.set_exception(error)
+        except concurrent.futures.InvalidStateError:  # its batch finished just now: that outcome stands
+            return
+        self.observer.rejected("timeout")
+
     def _enqueue(self, inputs: Tensors, items: int, priority: int, timeout_s: float,
-                 future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors],
+                 future: asyncio.Future[Tensors] | concurrent.futures.Future[Tensors] | Completion,
                  loop: asyncio.AbstractEventLoop | None) -> Pending:
         """Queues a request with ``timeout_s`` left (at or below 0: 504 at once, nothing queued)."""
         if timeout_s <= 0:
@@ -588,6 +616,8 @@ class DynamicBatcher:
                                         hint="raise the timeout or lower the load")
         now = time.monotonic()
         request = Pending(inputs, items, signature_of(inputs), priority, now, future, loop, deadline=now + timeout_s)
+        if not isinstance(future, asyncio.Future | concurrent.futures.Future):
+            future.request = request
         self.queue.put(request)
         return request
 

@@ -31,9 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from kiln.errors import DeadlineExceededError, KilnError, UnavailableError
 from kiln.heap import freeze_heap
+from kiln.serve.batcher import Pending
 from kiln.serve.engine_link import LinkClosedError, Region, layout, recv_frame, send_frame, views
+from kiln.serve.link_replies import DeadlineWatch, LinkReply
 from kiln.serve.model import ServedModel
 from kiln.serve.model_config import ModelConfig
 from kiln.switch_interval import apply_switch_interval
@@ -71,6 +75,7 @@ class EngineHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._deadlines = DeadlineWatch()
 
     @property
     def models(self) -> dict[str, HostedModel]:
@@ -88,6 +93,7 @@ class EngineHost:
         listener.listen(1024)
         accepting = threading.Thread(target=self._accept, args=(listener,), name="kiln-engine-host-accept", daemon=True)
         accepting.start()
+        self._deadlines.start()
         log.info("engine host listening on %s (pid %d)", self.address, os.getpid())
         if on_ready is not None:
             on_ready()
@@ -112,6 +118,7 @@ class EngineHost:
             for hosted in list(self._models.values()):
                 await hosted.served.close()
             self._models.clear()
+            self._deadlines.stop()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)
 
@@ -157,24 +164,22 @@ class EngineHost:
             with self._lock:
                 self._connections.discard(sock)
             sock.close()
-            for region in regions.values():
-                with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
-                    region.close()
+            # not closed here: a call still queued or running reads its inputs from the mapping, and numpy views
+            # hold no buffer export that would stop close() from unmapping it under them (a crash); the
+            # mapping closes when its last view goes
+            regions.clear()
             if hosted is not None and self._loop is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):  # the host is stopping
                     self._call(self._detach(hosted))
 
     def _serve_call(self, sock: socket.socket, served: ServedModel, meta: dict[str, Any], fds: list[int],
                     regions: dict[int, mmap.mmap]) -> None:
+        """Queues one call and returns: the thread that runs its batch sends the answer (``_answer``)."""
         started = time.perf_counter()
-        stages: dict[str, float] = {}
         try:
             region_id = int(meta.get("region", 0))
             if fds:
-                for old in list(regions.values()):
-                    with contextlib.suppress(BufferError):
-                        old.close()
-                regions.clear()
+                regions.clear()  # a larger region replaces the link's one (left to close with its last view)
                 first, fds = fds[0], fds[1:]
                 regions[region_id] = Region.attach(first, int(meta["region_size"]))
             if meta.get("op") != "infer" or region_id not in regions:
@@ -183,33 +188,44 @@ class EngineHost:
             # the worker has checked the request against the model; the host only runs it, within
             # what is left of the batch's deadline
             timeout = min(float(meta.get("timeout_s", served.config.timeout_s)), served.config.timeout_s)
-            outputs = self._submit(served, inputs, int(meta.get("priority", 0)), timeout, stages)
+            self._submit(served, inputs, int(meta.get("priority", 0)), timeout,
+                         LinkReply(lambda request, outcome: self._answer(sock, started, request, outcome)))
         except Exception as exc:  # errors go back to the worker, which answers its client
             send_frame(sock, error_meta(exc))
-            return
         finally:
             for extra in fds:
                 os.close(extra)
-        entries, size = layout(outputs)
-        payload = bytearray(size)
-        for entry, target in zip(entries, views(payload, entries).values(), strict=True):
-            target[...] = outputs[entry["name"]]
-        # the call's time here (from its frame read to its answer sent), and its queue and batch run in it
-        stages["host"] = time.perf_counter() - started
-        send_frame(sock, {"ok": True, "outputs": entries, "stages": {k: round(v, 6) for k, v in stages.items()}}, [payload])
 
     @staticmethod
-    def _submit(served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float,
-                stages: dict[str, float]) -> dict[str, Any]:
-        """On the link's thread: straight into the model's batch queue, the result straight back from
-        the instance that ran the batch (no hand-off to the event loop and back per call)."""
+    def _answer(sock: socket.socket, started: float, request: Pending | None,
+                outcome: dict[str, np.ndarray] | BaseException) -> None:
+        """On the thread that completed the call (its batch's instance, or the deadline watch): the answer frame,
+        with the call's stages here (its queue and batch run, and its whole time from frame read to answer)."""
+        if isinstance(outcome, BaseException):
+            send_frame(sock, error_meta(outcome))
+            return
+        entries, size = layout(outcome)
+        payload = bytearray(size)
+        for entry, target in zip(entries, views(payload, entries).values(), strict=True):
+            target[...] = outcome[entry["name"]]
+        stages = {}
+        if request is not None and request.finished:
+            stages = {"queue": round(request.started - request.arrival, 6), "infer": round(request.finished - request.started, 6)}
+        stages["host"] = round(time.perf_counter() - started, 6)
+        send_frame(sock, {"ok": True, "outputs": entries, "stages": stages}, [payload])
+
+    def _submit(self, served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float,
+                reply: LinkReply) -> None:
+        """On the link's thread: straight into the model's batch queue (no hand-off to the event loop); the
+        deadline watch fails it with 504 if no batch has answered it by its deadline."""
         batcher = served.batcher
         if not served.ready or batcher is None:
             raise UnavailableError(f"model {served.name!r} version {served.version} is not ready in the engine host")
         items = next(iter(inputs.values())).shape[0]
         if not 1 <= items <= served.max_batch_size:  # the batcher would never dispatch it
             raise KilnError(f"model {served.name!r}: batch {items} is outside 1..max_batch_size {served.max_batch_size}")
-        return batcher.submit_blocking(inputs, items, priority=priority, timeout_s=timeout_s, stages=stages)
+        request = batcher.submit_nowait(inputs, items, reply, priority=priority, timeout_s=timeout_s)
+        self._deadlines.watch(request.deadline, batcher, reply)
 
     # --- on the event loop -----------------------------------------------------------------------
 
