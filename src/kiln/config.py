@@ -32,10 +32,6 @@ class Settings(BaseSettings):
     stage_photos: bool = Field(default=False, description="with photo files: write a case's photos while the engine "
                                "runs, not after it (lower median latency, longer tail under load on an H100; "
                                "docs/benchmarks/gpu.md)")
-    gil_switch_interval_us: int | None = Field(
-        default=None, ge=50, le=1_000_000,
-        description="servers and the engine host: the longest a thread holds the GIL while another waits for it, in "
-                    "microseconds (default: Python's 5,000); kiln/switch_interval.py")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
                                "when the app's engine runs on one), cpu, cuda")
 

@@ -40,7 +40,6 @@ from kiln.serve.engine_link import LinkClosedError, Region, layout, recv_frame, 
 from kiln.serve.link_replies import DeadlineWatch, LinkReply
 from kiln.serve.model import ServedModel
 from kiln.serve.model_config import ModelConfig
-from kiln.switch_interval import apply_switch_interval
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -273,7 +272,6 @@ def host_main(address: str, ready: Any, log_level: str, parent: int | None = Non
     from kiln.serve.workers import stop_when_orphaned
 
     configure_logging(log_level)
-    apply_switch_interval()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops it after the workers drained
     if parent is not None:
         threading.Thread(target=stop_when_orphaned, args=(parent,), name="kiln-orphan-watch", daemon=True).start()

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError
 from kiln.heap import freeze_heap
-from kiln.switch_interval import apply_switch_interval
 
 if TYPE_CHECKING:
     from kiln.security.access import AccessControl
@@ -231,7 +230,6 @@ def run(options: ServeOptions) -> None:
     while the loop itself answered within 90 ms), before admission control could refuse them.
     """
     configure_logging(options.log_level)
-    apply_switch_interval()
     if options.loop not in ("asyncio", "uvloop"):
         raise KilnError(f"--loop {options.loop!r} is not asyncio or uvloop")
     loop_factory = None
