@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8, help="images per request in the sweep")
     parser.add_argument("--clients", type=int, default=8, help="client processes in the sweep")
     parser.add_argument("--sweep", default="2,4,8,16", help="concurrency per client process")
+    parser.add_argument("--client-counts", default=None,
+                        help="client process counts to sweep too (each with every --sweep value), e.g. 12,16,20")
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--p99-ms", type=float, default=15.0)
     parser.add_argument("--device", default="cuda", help="cpu only to check this script without a GPU")
@@ -270,8 +272,9 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         result["single_image_requests"] = single
         sweep = []
-        for per_client in [int(c) for c in args.sweep.split(",")]:
-            outs = [work / f"sweep-{per_client}-{i}.json" for i in range(args.clients)]
+        counts = [int(c) for c in args.client_counts.split(",")] if args.client_counts else [args.clients]
+        for clients, per_client in [(n, c) for n in counts for c in (int(c) for c in args.sweep.split(","))]:
+            outs = [work / f"sweep-{clients}-{per_client}-{i}.json" for i in range(clients)]
             procs = [_bench(grpc_addr, args.model, per_client, args.rows, args.duration, o) for o in outs]
             utilization: list[float] = []
             stop = threading.Event()
@@ -295,7 +298,8 @@ def main() -> None:
             stop.set()
             sampler.join()
             row = {
-                "total_concurrency": per_client * args.clients, "rows_per_request": args.rows, **_collect(outs),
+                "total_concurrency": per_client * clients, "client_processes": clients, "rows_per_request": args.rows,
+                **_collect(outs),
                 "gpu_utilization_mean": round(sum(utilization) / len(utilization), 3) if utilization else None,
             }
             sweep.append(row)
