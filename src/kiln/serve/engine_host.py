@@ -24,6 +24,7 @@ import mmap
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,7 @@ from kiln.serve.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SEND_TIMEOUT_S = 5  # an answer a link's worker does not take within this shuts the link
 
 
 def error_meta(exc: BaseException) -> dict[str, Any]:
@@ -128,6 +130,8 @@ class EngineHost:
                 sock, _ = listener.accept()
             except OSError:
                 return
+            # answers are sent from instance threads: a worker that stops reading must not hold one for long
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0))
             with self._lock:
                 self._connections.add(sock)
             threading.Thread(target=self._connection, args=(sock,), name="kiln-engine-link", daemon=True).start()
@@ -196,22 +200,35 @@ class EngineHost:
                 os.close(extra)
 
     @staticmethod
+    @staticmethod
     def _answer(sock: socket.socket, started: float, request: Pending | None,
                 outcome: dict[str, np.ndarray] | BaseException) -> None:
         """On the thread that completed the call (its batch's instance, or the deadline watch): the answer frame,
-        with the call's stages here (its queue and batch run, and its whole time from frame read to answer)."""
-        if isinstance(outcome, BaseException):
-            send_frame(sock, error_meta(outcome))
-            return
-        entries, size = layout(outcome)
-        payload = bytearray(size)
-        for entry, target in zip(entries, views(payload, entries).values(), strict=True):
-            target[...] = outcome[entry["name"]]
-        stages = {}
-        if request is not None and request.finished:
-            stages = {"queue": round(request.started - request.arrival, 6), "infer": round(request.finished - request.started, 6)}
-        stages["host"] = round(time.perf_counter() - started, 6)
-        send_frame(sock, {"ok": True, "outputs": entries, "stages": stages}, [payload])
+        with the call's stages here (its queue and batch run, and its whole time from frame read to answer).
+        Outputs that cannot be packed answer with their error; a link that takes no answer within
+        ``SEND_TIMEOUT_S`` (a stalled worker) is shut, so that its reader thread ends it."""
+        try:
+            if isinstance(outcome, BaseException):
+                send_frame(sock, error_meta(outcome))
+                return
+            try:
+                entries, size = layout(outcome)
+                payload = bytearray(size)
+                for entry, target in zip(entries, views(payload, entries).values(), strict=True):
+                    target[...] = outcome[entry["name"]]
+            except Exception as exc:
+                log.exception("engine host: a call's outputs could not be packed")
+                send_frame(sock, error_meta(exc))
+                return
+            stages = {}
+            if request is not None and request.finished:
+                stages = {"queue": round(request.started - request.arrival, 6),
+                          "infer": round(request.finished - request.started, 6)}
+            stages["host"] = round(time.perf_counter() - started, 6)
+            send_frame(sock, {"ok": True, "outputs": entries, "stages": stages}, [payload])
+        except (OSError, LinkClosedError):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _submit(self, served: ServedModel, inputs: dict[str, Any], priority: int, timeout_s: float,
                 reply: LinkReply) -> None:

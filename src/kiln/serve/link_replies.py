@@ -108,4 +108,7 @@ class DeadlineWatch:
             for batcher, reply in due:
                 request = reply.request
                 if request is not None:
-                    batcher.expire(request)
+                    try:
+                        batcher.expire(request)
+                    except Exception:  # one call's failure must not end expiry for all the others
+                        log.exception("engine host: a call could not be expired")
