@@ -4,7 +4,6 @@ batched together there, errors come back with their kind, and shared memory regi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -363,20 +362,18 @@ def test_answered_calls_leave_the_deadline_watch() -> None:
 
 def test_a_link_closed_while_its_call_runs_leaves_the_host_serving(host: RunningHost, tmp_path: Path,
                                                                    engines: Engines) -> None:
-    # the call's inputs are views of the link's shared region: the region must outlive the link while the batch
-    # reads them (closing it with the link unmapped them under the engine: a crash before ffcdf85)
-    served = _served(tmp_path / "repo", engines, {"instances": 1, "max_queue_delay_us": 0})
+    # the call's inputs are views of the link's shared region, which must outlive the link while the batch reads
+    # them: here the call's 0.2 s pass while the engine runs (the host answers 504), the worker closes the link,
+    # and the batch reads its inputs after that (before ffcdf85 the link's end unmapped them: a crash)
+    served = _served(tmp_path / "repo", engines, {"instances": 1, "max_queue_delay_us": 0, "timeout_s": 0.2,
+                                                  "hang_timeout_s": 30})
     doomed = RemoteRunner(host.address, "long", "1", served.directory, served.config)
-    other = RemoteRunner(host.address, "long", "1", served.directory, served.config)
-    (instance,) = next(iter(host.host.models.values())).served.batcher.instances  # type: ignore[union-attr]
-    fast = instance.runner
     _slow_engine(host, 0.5)
-    caller = threading.Thread(target=lambda: contextlib.suppress(Exception)(doomed.infer)({"x": np.ones((64, 3), np.int64)}))
-    caller.start()
-    time.sleep(0.15)  # its batch is on the instance
+    with pytest.raises(KilnError, match=r"did not complete within 0\.2 s"):
+        doomed.infer({"x": np.ones((8, 3), np.int64)})
     doomed.close()
-    caller.join(5)
     time.sleep(0.6)  # the batch reads its inputs and finishes after the link is gone
-    instance.runner = fast
+    fresh = _served(tmp_path / "other", engines, {"max_queue_delay_us": 0})
+    other = RemoteRunner(host.address, "long", "1", fresh.directory, fresh.config)
     assert other.infer({"x": np.full((2, 3), 7, np.int64)})["y"].tolist() == [[21, 21, 21]] * 2
     other.close()
