@@ -12,7 +12,8 @@ The pieces, each testable without HTTP:
   returned one output row per input row, and hands each request its slice of the outputs.
 - ``DynamicBatcher``: the asyncio face: ``submit`` enqueues and awaits the result with a
   deadline (``DeadlineExceededError`` → 504 / DEADLINE_EXCEEDED); ``submit_blocking`` is the same
-  for a plain thread, with no event loop in the way, and submit_nowait hands the outcome to a completion on the thread that ran the batch (the engine host's answers); a request whose estimated wait
+  for a plain thread, with no event loop in the way; ``submit_nowait`` hands the outcome to a
+  completion on the thread that ran the batch (the engine host's answers); a request whose estimated wait
   (queue depth × recent batch time) is already past its deadline is refused at once (503), and
   one whose deadline passed while it waited is dropped before it is computed; a watchdog replaces
   an instance that hangs; ``close`` stops intake, drains the queue and finishes in-flight batches.

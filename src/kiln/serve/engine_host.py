@@ -8,8 +8,8 @@ side (HTTP, gRPC, apps, per-request checks) and send their batches to this proce
 
 Each connection is one remote engine instance of one worker (``remote_runner.RemoteRunner``), served
 by its own thread: read a frame, put the inputs (views of the worker's shared memory region) into the
-model's batch queue, wait for the instance thread that runs the batch to hand back the outputs, send
-them. The host's event loop only loads and closes models. A model is loaded by the first
+model's batch queue with a ``link_replies.LinkReply``, and read the next frame; the instance thread
+that runs the batch sends each call's answer (``_answer``). The host's event loop only loads and closes models. A model is loaded by the first
 connection that attaches to it and closed when the last one leaves.
 """
 
@@ -199,7 +199,6 @@ class EngineHost:
             for extra in fds:
                 os.close(extra)
 
-    @staticmethod
     @staticmethod
     def _answer(sock: socket.socket, started: float, request: Pending | None,
                 outcome: dict[str, np.ndarray] | BaseException) -> None:

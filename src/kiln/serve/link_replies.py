@@ -54,8 +54,8 @@ class LinkReply:
         request, self.request = self.request, None  # the request (and its input views) need not outlive the answer
         try:
             self._send(request, outcome)
-        except Exception:  # a link gone meanwhile: its thread sees that on its next read; the batch's others go on
-            log.debug("an engine link's answer could not be sent", exc_info=True)
+        except Exception:  # ``send`` handles a link gone meanwhile itself; anything else must not stop the batch's others
+            log.exception("an engine link's answer could not be sent")
 
 
 class DeadlineWatch:
