@@ -643,6 +643,7 @@ def main() -> None:
         "versions": versions(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "command"},
         "preflight": preflight,
+        "store_environment": {k: os.environ[k] for k in ("KILN_PHOTO_FILES", "KILN_STAGE_PHOTOS") if k in os.environ},
         "request": {},
         "load": "open loop from separate client processes (Poisson arrivals unless --arrivals uniform); latency "
                 "from each request's scheduled send time to its full response; keep-alive connections",

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StagePhotos = Literal["off", "checked", "decoded"]
+
+
+def _stage_photos(value: object) -> object:
+    """``KILN_STAGE_PHOTOS`` was a switch before it named a moment: 1/true/yes still mean ``checked``."""
+    if isinstance(value, bool):
+        return "checked" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return "checked"
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", ""}:
+        return "off"
+    return value
 
 
 class Settings(BaseSettings):
@@ -29,11 +43,18 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, description="signs report links; the same on every replica")
     photo_files: bool = Field(default=False, description="SQLite stores: keep case photos as files beside the database "
                               "(DATABASE.photos/, named by SHA-256) instead of inside it")
-    stage_photos: bool = Field(default=False, description="with photo files: write a case's photos while the engine "
-                               "runs, not after it (lower median latency, longer tail under load on an H100; "
-                               "docs/benchmarks/gpu.md)")
+    stage_photos: StagePhotos = Field(
+        default="off", description="with photo files, when a case's photos are written: off (in the case's save, after "
+                                   "the engine), checked (from the request's checks on, while the photos are decoded "
+                                   "and the engine runs; 1/true mean this), decoded (from the end of decoding on, while "
+                                   "the engine runs); docs/benchmarks/gpu.md")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
                                "when the app's engine runs on one), cpu, cuda")
+
+    @field_validator("stage_photos", mode="before")
+    @classmethod
+    def _read_stage_photos(cls, value: object) -> object:
+        return _stage_photos(value)
 
     @property
     def cache_dir(self) -> Path:
@@ -49,4 +70,14 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; a ``KILN_*`` variable that does not parse is a ``KilnError`` naming it."""
+    from pydantic import ValidationError
+
+    from kiln.errors import KilnError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"KILN_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                             for error in exc.errors())
+        raise KilnError(f"bad setting in the environment: {problems}", hint="fix or unset that variable") from None

@@ -1,5 +1,6 @@
-"""With photo files and KILN_STAGE_PHOTOS, a case's photos are written while the engine runs: a stored case names complete
-files, and a case that fails after its photos were staged leaves nothing behind."""
+"""With photo files and KILN_STAGE_PHOTOS, a case's photos are written while the engine runs (from the request's checks
+on, or once they are decoded): a stored case names complete files, and a case that fails after its photos were staged
+leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from kiln.serve.store import open_store
 from tests.apps.authenticity.test_api import _case_files, _form
 
 
-@pytest.fixture
-async def photo_api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[Any]:
+@pytest.fixture(params=["checked", "decoded"])
+async def photo_api(engine_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     import httpx
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -28,13 +29,14 @@ async def photo_api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[Any]:
     from kiln.serve.context import AppContext, DirectInference
 
     app = FastAPI()
+    moment = request.param
 
     @app.exception_handler(KilnError)
     async def kiln_error(request: Request, exc: KilnError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     url = f"sqlite:///{tmp_path / 'kiln.db'}"
-    ctx = AppContext(settings=Settings(home=tmp_path, db=url, stage_photos=True),
+    ctx = AppContext(settings=Settings(home=tmp_path, db=url, stage_photos=moment),
                      inference=DirectInference.from_dirs({"authenticity": engine_dir}))
     ctx.state["store"] = store = open_store(url, photo_files=True)
     plugin = AuthenticityPlugin()
@@ -42,6 +44,7 @@ async def photo_api(engine_dir: Path, tmp_path: Path) -> AsyncIterator[Any]:
     await plugin.startup(ctx)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         client.plugin = plugin  # type: ignore[attr-defined]
+        client.moment = moment  # type: ignore[attr-defined]
         client.folder = tmp_path / "kiln.db.photos"  # type: ignore[attr-defined]
         yield client
     await plugin.shutdown(ctx)
@@ -52,14 +55,20 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def _spy_on_staging(store: Any, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Set once ``store.stage_photos`` has returned (its files written)."""
-    written = threading.Event()
+class _Staging(threading.Event):
+    """Set once ``store.stage_photos`` has returned (its files written); ``digests``: what it was given."""
+
+    digests: list[str] | None = None
+
+
+def _spy_on_staging(store: Any, monkeypatch: pytest.MonkeyPatch) -> _Staging:
+    written = _Staging()
     real = store.stage_photos
 
-    def stage_photos(photos: list[bytes]) -> Any:
+    def stage_photos(photos: list[bytes], sha256: list[str] | None = None) -> Any:
+        written.digests = sha256
         try:
-            return real(photos)
+            return real(photos, sha256)
         finally:
             written.set()
 
@@ -74,6 +83,10 @@ async def test_a_stored_case_names_complete_photo_files(photo_api: Any, synth_da
     response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
     assert written.is_set(), "the photos were staged, not written by the save"
     assert response.status_code == 200, response.text
+    if photo_api.moment == "decoded":  # staged after decoding, with the decoder's digests (not hashed again)
+        assert written.digests == [hashlib.sha256(data).hexdigest() for _, data in files]
+    else:
+        assert written.digests is None
     on_disk = _files(photo_api.folder)
     assert [p.suffix for p in on_disk] == [".pack"], "the case's photos in one pack, no .part left"
     assert on_disk[0].stat().st_size == sum(len(data) for _, data in files)
@@ -130,3 +143,38 @@ def test_staged_photos_are_placed_by_the_save_or_discarded(tmp_path: Path) -> No
     assert not [p for p in _files(folder) if p.suffix == ".part"]
     store.close()
     assert open_store("sqlite://", photo_files=True).stage_photos([b"x"]) is None, "in memory: photos stay in the rows"
+
+
+async def test_a_case_whose_photo_does_not_decode_is_refused_and_leaves_no_files(
+        photo_api: Any, synth_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.reliability.corpus import truncated_jpeg
+
+    written = _spy_on_staging(photo_api.plugin.service.store, monkeypatch)
+    files, views, brand, model = _case_files(synth_data, nth=2)
+    files[1] = ("broken.jpg", truncated_jpeg())
+    response = await photo_api.post("/v1/authenticate", **_form(files, views, brand, model))
+    assert 400 <= response.status_code < 500 and "error" in response.json(), response.text
+    if photo_api.moment == "decoded":
+        assert not written.is_set(), "photos that did not decode were never written"
+    else:
+        await asyncio.to_thread(written.wait, 10)
+    for _ in range(100):
+        if not _files(photo_api.folder):
+            break
+        await asyncio.sleep(0.02)
+    assert _files(photo_api.folder) == []
+
+
+def test_stage_photos_reads_the_old_switch_and_names_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln.config import Settings, get_settings
+
+    for raw, moment in [("1", "checked"), ("true", "checked"), ("0", "off"), ("decoded", "decoded"), ("off", "off")]:
+        monkeypatch.setenv("KILN_STAGE_PHOTOS", raw)
+        assert Settings().stage_photos == moment, raw
+    monkeypatch.setenv("KILN_STAGE_PHOTOS", "later")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(KilnError, match=r"KILN_STAGE_PHOTOS.*'off', 'checked' or 'decoded'"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

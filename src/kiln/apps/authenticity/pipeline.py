@@ -49,6 +49,9 @@ from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.serve.timing import stage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kiln.config import StagePhotos
     from kiln.engine.manifest import EngineManifest
     from kiln.serve.context import InferenceClient, Priority
     from kiln.serve.store import CaseRecord, Store
@@ -133,7 +136,7 @@ class AuthenticityService:
 
     def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
                  limits: UploadLimits | None = None, decode_device: str = "auto", reference_refresh_s: float = 2.0,
-                 stage_photos: bool = False) -> None:
+                 stage_photos: StagePhotos | bool = "off") -> None:
         if decode_device not in DECODE_DEVICES:
             raise KilnError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
         self.inference = inference
@@ -141,8 +144,13 @@ class AuthenticityService:
         self.model_name = model_name
         self.limits = limits or UploadLimits()
         self.decode_device = decode_device
-        # with photo files, write a case's photos while the engine runs (Store.stage_photos) instead of
-        # in its save: on an H100 that lowered the median and lengthened the tail under load (KILN_STAGE_PHOTOS)
+        # with photo files, write a case's photos ahead of its save (Store.stage_photos): from the request's
+        # checks on ("checked": on an H100 that lowered the median and lengthened the tail under load), or
+        # once its photos are decoded ("decoded": the write then overlaps the engine, not the decode)
+        if isinstance(stage_photos, bool):
+            stage_photos = "checked" if stage_photos else "off"
+        if stage_photos not in STAGE_PHOTOS:
+            raise KilnError(f"stage_photos {stage_photos!r} is not one of {', '.join(STAGE_PHOTOS)}")
         self.stage_photos = stage_photos
         self._staging_pool: ThreadPoolExecutor | None = None  # made on the first staged case
         # torch device that decodes photos (nvJPEG on "cuda"); None: Pillow on the CPU. Set at start.
@@ -254,10 +262,14 @@ class AuthenticityService:
         return photos, metrics, batch
 
     async def analyse(self, uploads: list[Upload], views: list[str], priority: Priority | None = None, *,
-                      brand: str | None = None, model: str | None = None) -> CaseAnalysis:
+                      brand: str | None = None, model: str | None = None,
+                      decoded: Callable[[list[DecodedPhoto]], None] | None = None) -> CaseAnalysis:
         """Decode, one engine pass for all photos, then the quality gate, distribution check and fusion
-        (with the claimed item's design head when the model has one)."""
+        (with the claimed item's design head when the model has one). ``decoded`` is called with the
+        photos once they are decoded, before the engine pass."""
         photos, metrics, batch = await self._decode(uploads)
+        if decoded is not None:
+            decoded(photos)
         input_name = self.manifest.inputs[0].name
         if priority is None:
             outputs = await self.inference.infer(self.model_name, {input_name: batch})
@@ -275,11 +287,19 @@ class AuthenticityService:
         if not checked:
             views, brand, model = check_request(uploads, views, brand, model, self.limits)
         assert brand is not None and model is not None
-        # With stage_photos the photos are written to the store (where it keeps them as files) while
-        # the engine looks at them; the save then only renames them and inserts the rows.
-        staging = self._stage_photos(uploads)
+        # With photo files and stage_photos the photos are written to the store while the engine looks at
+        # them (from here, or once they are decoded); the save then only renames them and inserts the rows.
+        staging: Future[StagedPhotos | None] | None = None
+
+        def stage_decoded(photos: list[DecodedPhoto]) -> None:
+            nonlocal staging
+            staging = self._stage_photos(uploads, [p.sha256 for p in photos])
+
+        if self.stage_photos == "checked":
+            staging = self._stage_photos(uploads)
         try:
-            analysis = await self.analyse(uploads, views, priority, brand=brand, model=model)
+            analysis = await self.analyse(uploads, views, priority, brand=brand, model=model,
+                                          decoded=stage_decoded if self.stage_photos == "decoded" else None)
             case_id = case_id or uuid.uuid4().hex
             with stage("references"):
                 matches = self.references.search(brand, model, views, analysis.embeddings, k=3,
@@ -299,12 +319,12 @@ class AuthenticityService:
             return CaseResponse.model_validate((await asyncio.to_thread(self.store.get_case, case_id)).result)
         return response
 
-    def _stage_photos(self, uploads: list[Upload]) -> Future[StagedPhotos | None] | None:
-        if not (self.stage_photos and self.store.photo_files):
+    def _stage_photos(self, uploads: list[Upload], sha256: list[str] | None = None) -> Future[StagedPhotos | None] | None:
+        if self.stage_photos == "off" or not self.store.photo_files:
             return None
         if self._staging_pool is None:
             self._staging_pool = ThreadPoolExecutor(4, thread_name_prefix="kiln-photo-staging")
-        return self._staging_pool.submit(self.store.stage_photos, [u.data for u in uploads])
+        return self._staging_pool.submit(self.store.stage_photos, [u.data for u in uploads], sha256)
 
     def _response(self, case_id: str, created: datetime, brand: str, model: str, uploads: list[Upload],
                   analysis: CaseAnalysis, matches: list[ReferenceMatch]) -> CaseResponse:
@@ -414,6 +434,7 @@ def _discard_when_written(staging: Future[StagedPhotos | None], store: Store) ->
 
 
 DECODE_DEVICES = ("auto", "cpu", "cuda")
+STAGE_PHOTOS = ("off", "checked", "decoded")  # when a case's photos are written with photo files (Settings.stage_photos)
 
 
 def choose_decode_device(setting: str, engine_device: str) -> str | None:

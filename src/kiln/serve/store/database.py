@@ -208,13 +208,14 @@ class Store:
             session.close()
 
     # --- cases ---------------------------------------------------------------------------------
-    def stage_photos(self, photos: Sequence[bytes]) -> StagedPhotos | None:
+    def stage_photos(self, photos: Sequence[bytes], sha256: Sequence[str] | None = None) -> StagedPhotos | None:
         """Writes a case's photos ahead of its ``save_case`` (one pack, synced, under a temporary
         name), so that the save only renames it; None where the photos go inside the rows (no photo
-        files). A case that is not saved after all hands it to ``discard_photos``."""
+        files). ``sha256``: the photos' digests where the caller has them (else computed here). A
+        case that is not saved after all hands it to ``discard_photos``."""
         if not (self.photo_files and self.photos is not None):
             return None
-        return self.photos.stage(photos)
+        return self.photos.stage(photos, sha256)
 
     def discard_photos(self, staged: StagedPhotos | None) -> None:
         if staged is not None and self.photos is not None:
