@@ -44,10 +44,10 @@ class Settings(BaseSettings):
     photo_files: bool = Field(default=False, description="SQLite stores: keep case photos as files beside the database "
                               "(DATABASE.photos/, named by SHA-256) instead of inside it")
     stage_photos: StagePhotos = Field(
-        default="off", description="with photo files, when a case's photos are written: off (in the case's save, after "
-                                   "the engine), checked (from the request's checks on, while the photos are decoded "
-                                   "and the engine runs; 1/true mean this), decoded (from the end of decoding on, while "
-                                   "the engine runs); docs/benchmarks/gpu.md")
+        default="decoded", description="with photo files, when a case's photos are written: decoded (the default: from "
+                                       "the end of decoding on, while the engine runs), checked (from the request's "
+                                       "checks on, while the photos are decoded and the engine runs; 1/true mean this), "
+                                       "off (in the case's save, after the engine); docs/benchmarks/gpu.md")
     decode_device: str = Field(default="auto", description="where the apps decode photos: auto (with nvJPEG on the GPU "
                                "when the app's engine runs on one), cpu, cuda")
 

@@ -168,6 +168,8 @@ async def test_a_case_whose_photo_does_not_decode_is_refused_and_leaves_no_files
 def test_stage_photos_reads_the_old_switch_and_names_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
     from kiln.config import Settings, get_settings
 
+    monkeypatch.delenv("KILN_STAGE_PHOTOS", raising=False)
+    assert Settings().stage_photos == "decoded", "the default: written once decoded (docs/benchmarks/gpu.md)"
     for raw, moment in [("1", "checked"), ("true", "checked"), ("0", "off"), ("decoded", "decoded"), ("off", "off")]:
         monkeypatch.setenv("KILN_STAGE_PHOTOS", raw)
         assert Settings().stage_photos == moment, raw
