@@ -12,15 +12,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 StagePhotos = Literal["off", "checked", "decoded"]
 
 
+_TRUE = {"1", "on", "t", "true", "y", "yes"}  # pydantic's spellings of a bool
+_FALSE = {"0", "off", "f", "false", "n", "no"}
+
+
 def _stage_photos(value: object) -> object:
-    """``KILN_STAGE_PHOTOS`` was a switch before it named a moment: 1/true/yes still mean ``checked``."""
+    """``KILN_STAGE_PHOTOS`` was a switch before it named a moment: its true spellings still mean
+    ``checked`` and its false ones ``off``; any case and surrounding blanks."""
     if isinstance(value, bool):
         return "checked" if value else "off"
-    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
-        return "checked"
-    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", ""}:
-        return "off"
-    return value
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    return "checked" if text in _TRUE else "off" if text in _FALSE else text
 
 
 class Settings(BaseSettings):
@@ -78,6 +82,6 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"KILN_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-                             for error in exc.errors())
+        problems = "; ".join(f"KILN_{'_'.join(str(part) for part in error['loc']).upper()}={error['input']!r}: "
+                             f"{error['msg']}" for error in exc.errors())
         raise KilnError(f"bad setting in the environment: {problems}", hint="fix or unset that variable") from None

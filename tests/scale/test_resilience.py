@@ -110,7 +110,8 @@ async def worker(repo: Path, database: str, queue_prefix: str) -> AsyncIterator[
     from kiln.scale.worker import Worker, WorkerOptions
 
     w = Worker(WorkerOptions(broker_url=BROKER, db_url=pg_url(database), repo=repo, queue_prefix=queue_prefix,
-                             prefetch=4, max_attempts=2, retry_pause_s=0.2, webhook_secret=SECRET))
+                             prefetch=4, max_attempts=2, retry_pause_s=0.2, webhook_secret=SECRET,
+                             stage_photos="decoded"))
     await w.start()
     assert w.broker is not None
     await w.broker.wait_connected(30)
@@ -144,6 +145,11 @@ async def _wait_job(gateway: Gateway, job_id: str, states: tuple[str, ...] = ("d
 
     await wait_for(finished, timeout_s, f"job {job_id}")
     return await _job(gateway, job_id)
+
+
+async def test_the_worker_passes_its_store_settings_to_the_service(worker: Any) -> None:
+    assert worker.service.stage_photos == "decoded", "KILN_STAGE_PHOTOS reaches the worker's service"
+    assert worker.service.decode_device == "auto"
 
 
 async def test_sync_case_runs_on_a_worker_and_is_stored(gateway: Gateway, catalogue: list[Any]) -> None:

@@ -44,7 +44,8 @@ def worker(
     configure_logging(log_level)
     options = WorkerOptions(broker_url=broker, db_url=db, repo=repo, model_name=model, queue_prefix=queue_prefix,
                             prefetch=prefetch, max_attempts=max_attempts, webhook_secret=get_settings().webhook_secret,
-                            webhook_takeover_s=webhook_takeover_s, freeze_heap=True)
+                            webhook_takeover_s=webhook_takeover_s, freeze_heap=True,
+                            stage_photos=get_settings().stage_photos, decode_device=get_settings().decode_device)
     asyncio.run(run_worker(options))
 
 

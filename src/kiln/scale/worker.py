@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
 
     from kiln.apps.authenticity.pipeline import AuthenticityService
+    from kiln.config import StagePhotos
     from kiln.serve.repository import ModelRepository
     from kiln.serve.store import Store
 
@@ -58,6 +59,8 @@ class WorkerOptions:
     webhook_secret: str | None = None
     webhook_takeover_s: float | None = None  # None: the sender's lease (RetryPolicy.lease_s)
     freeze_heap: bool = False  # gc.freeze once the engine is warm (the CLI's own process; kiln.heap)
+    stage_photos: StagePhotos = "off"  # with photo files, when a case's photos are written (KILN_STAGE_PHOTOS)
+    decode_device: str = "auto"  # where photos are decoded (KILN_DECODE_DEVICE)
 
 
 @dataclass
@@ -100,7 +103,8 @@ class Worker:
             problems = [r for r in self.repository.index() if r.get("name") == o.model_name]
             raise KilnError(f"model {o.model_name!r} did not load from {o.repo}: {problems or 'no such folder'}",
                             hint="point --repo at a model repository holding REPO/authenticity/1/")
-        self.service = AuthenticityService(inference, self.store, model_name=o.model_name)
+        self.service = AuthenticityService(inference, self.store, model_name=o.model_name, decode_device=o.decode_device,
+                                           stage_photos=o.stage_photos)
         await self.service.start()
         if o.freeze_heap:
             from kiln.heap import freeze_heap
@@ -261,6 +265,8 @@ class Worker:
             await self.webhook_recovery.close()
         if self.webhooks is not None:
             await self.webhooks.close()
+        if self.service is not None:  # photo writes in flight finish (or failed cases' files go) first
+            await self.service.stop()
         if self.repository is not None:
             await self.repository.close()
         if self.store is not None:

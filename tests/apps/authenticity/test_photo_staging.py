@@ -157,7 +157,7 @@ async def test_a_case_whose_photo_does_not_decode_is_refused_and_leaves_no_files
     if photo_api.moment == "decoded":
         assert not written.is_set(), "photos that did not decode were never written"
     else:
-        await asyncio.to_thread(written.wait, 10)
+        assert await asyncio.to_thread(written.wait, 10), "checked: staged before the decode failed"
     for _ in range(100):
         if not _files(photo_api.folder):
             break
@@ -165,18 +165,62 @@ async def test_a_case_whose_photo_does_not_decode_is_refused_and_leaves_no_files
     assert _files(photo_api.folder) == []
 
 
+async def test_a_case_cancelled_while_the_engine_runs_leaves_no_files(photo_api: Any, synth_data: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client went away (the request's task is cancelled) after the photos were staged."""
+    from kiln.apps.authenticity.pipeline import Upload
+
+    service = photo_api.plugin.service
+    written = _spy_on_staging(service.store, monkeypatch)
+    engine_running = asyncio.Event()
+
+    async def engine_hangs(*args: Any, **kwargs: Any) -> Any:
+        engine_running.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(service.inference, "infer", engine_hangs)
+    files, views, brand, model = _case_files(synth_data, nth=3)
+    uploads = [Upload(name, data, "image/jpeg") for name, data in files]
+    task = asyncio.create_task(service.authenticate(uploads, views, brand, model))
+    await asyncio.wait_for(engine_running.wait(), 10)
+    assert await asyncio.to_thread(written.wait, 10), "the photos were staged before the engine ran"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if not _files(photo_api.folder):
+            break
+        await asyncio.sleep(0.02)
+    assert _files(photo_api.folder) == []
+
+
+def test_the_service_reads_the_old_switch(engine_dir: Path, tmp_path: Path) -> None:
+    from kiln.apps.authenticity.pipeline import AuthenticityService
+    from kiln.serve.context import DirectInference
+
+    store = open_store(f"sqlite:///{tmp_path / 'kiln.db'}", photo_files=True)
+    inference = DirectInference.from_dirs({"authenticity": engine_dir})
+    assert AuthenticityService(inference, store).stage_photos == "off", "wired from the setting by its callers"
+    assert AuthenticityService(inference, store, stage_photos=True).stage_photos == "checked"
+    assert AuthenticityService(inference, store, stage_photos=False).stage_photos == "off"
+    with pytest.raises(KilnError, match="'later' is not one of off, checked, decoded"):
+        AuthenticityService(inference, store, stage_photos="later")  # type: ignore[arg-type]
+    store.close()
+
+
 def test_stage_photos_reads_the_old_switch_and_names_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
     from kiln.config import Settings, get_settings
 
     monkeypatch.delenv("KILN_STAGE_PHOTOS", raising=False)
     assert Settings().stage_photos == "decoded", "the default: written once decoded (docs/benchmarks/gpu.md)"
-    for raw, moment in [("1", "checked"), ("true", "checked"), ("0", "off"), ("decoded", "decoded"), ("off", "off")]:
+    for raw, moment in [("1", "checked"), ("true", "checked"), ("T", "checked"), ("0", "off"), ("no", "off"),
+                        ("decoded", "decoded"), (" Decoded ", "decoded"), ("off", "off")]:
         monkeypatch.setenv("KILN_STAGE_PHOTOS", raw)
         assert Settings().stage_photos == moment, raw
     monkeypatch.setenv("KILN_STAGE_PHOTOS", "later")
     get_settings.cache_clear()
     try:
-        with pytest.raises(KilnError, match=r"KILN_STAGE_PHOTOS.*'off', 'checked' or 'decoded'"):
+        with pytest.raises(KilnError, match=r"KILN_STAGE_PHOTOS='later': .*'off', 'checked' or 'decoded'"):
             get_settings()
     finally:
         get_settings.cache_clear()

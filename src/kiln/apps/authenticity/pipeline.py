@@ -136,7 +136,7 @@ class AuthenticityService:
 
     def __init__(self, inference: InferenceClient, store: Store, *, model_name: str = MODEL_NAME,
                  limits: UploadLimits | None = None, decode_device: str = "auto", reference_refresh_s: float = 2.0,
-                 stage_photos: StagePhotos | bool = "decoded") -> None:
+                 stage_photos: StagePhotos | bool = "off") -> None:
         if decode_device not in DECODE_DEVICES:
             raise KilnError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
         self.inference = inference
@@ -145,7 +145,7 @@ class AuthenticityService:
         self.limits = limits or UploadLimits()
         self.decode_device = decode_device
         # with photo files, write a case's photos ahead of its save (Store.stage_photos): once they are decoded
-        # ("decoded", the default: the write overlaps the engine and the response, not the decode; on an H100
+        # ("decoded", KILN_STAGE_PHOTOS's default, which the server and the worker pass: the write overlaps the engine and the response, not the decode; on an H100
         # it lowered p50 and p95 at 100 cases/s), or from the request's checks on ("checked": that lowered the
         # median and lengthened the tail under load); "off": in the save (docs/benchmarks/gpu.md)
         if isinstance(stage_photos, bool):
