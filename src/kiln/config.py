@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StagePhotos = Literal["off", "checked", "decoded"]
-
+StagePhotos = Literal["off", "checked", "decoded"]  # when a case's photos are written with photo files
+STAGE_PHOTOS: tuple[str, ...] = get_args(StagePhotos)
 
 _TRUE = {"1", "on", "t", "true", "y", "yes"}  # pydantic's spellings of a bool
 _FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
-def _stage_photos(value: object) -> object:
+def stage_photos_moment(value: object) -> object:
     """``KILN_STAGE_PHOTOS`` was a switch before it named a moment: its true spellings still mean
     ``checked`` and its false ones ``off``; any case and surrounding blanks."""
     if isinstance(value, bool):
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     @field_validator("stage_photos", mode="before")
     @classmethod
     def _read_stage_photos(cls, value: object) -> object:
-        return _stage_photos(value)
+        return stage_photos_moment(value)
 
     @property
     def cache_dir(self) -> Path:

@@ -42,10 +42,11 @@ def worker(
     if webhook_takeover_s is not None and not 1 <= webhook_takeover_s <= 86400:
         raise KilnError(f"--webhook-takeover-s {webhook_takeover_s} is not between 1 and 86400 seconds")
     configure_logging(log_level)
+    settings = get_settings()
     options = WorkerOptions(broker_url=broker, db_url=db, repo=repo, model_name=model, queue_prefix=queue_prefix,
-                            prefetch=prefetch, max_attempts=max_attempts, webhook_secret=get_settings().webhook_secret,
+                            prefetch=prefetch, max_attempts=max_attempts, webhook_secret=settings.webhook_secret,
                             webhook_takeover_s=webhook_takeover_s, freeze_heap=True,
-                            stage_photos=get_settings().stage_photos, decode_device=get_settings().decode_device)
+                            stage_photos=settings.stage_photos, decode_device=settings.decode_device)
     asyncio.run(run_worker(options))
 
 

@@ -17,7 +17,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from kiln.apps.authenticity.schemas import (
     ReferenceResult,
 )
 from kiln.apps.authenticity.views import MAX_PHOTOS, check_view
+from kiln.config import STAGE_PHOTOS, stage_photos_moment
 from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.serve.timing import stage
 
@@ -144,15 +145,15 @@ class AuthenticityService:
         self.model_name = model_name
         self.limits = limits or UploadLimits()
         self.decode_device = decode_device
-        # with photo files, write a case's photos ahead of its save (Store.stage_photos): once they are decoded
-        # ("decoded", KILN_STAGE_PHOTOS's default, which the server and the worker pass: the write overlaps the engine and the response, not the decode; on an H100
-        # it lowered p50 and p95 at 100 cases/s), or from the request's checks on ("checked": that lowered the
-        # median and lengthened the tail under load); "off": in the save (docs/benchmarks/gpu.md)
-        if isinstance(stage_photos, bool):
-            stage_photos = "checked" if stage_photos else "off"
-        if stage_photos not in STAGE_PHOTOS:
+        # with photo files, write a case's photos ahead of its save (Store.stage_photos): once they are
+        # decoded ("decoded", KILN_STAGE_PHOTOS's default, which the server and the worker pass: the write
+        # overlaps the engine and the response, not the decode; on an H100 it lowered p50 and p95 at 100
+        # cases/s), or from the request's checks on ("checked": that lowered the median and lengthened the
+        # tail under load); "off": in the save (docs/benchmarks/gpu.md)
+        moment = stage_photos_moment(stage_photos)
+        if moment not in STAGE_PHOTOS:
             raise KilnError(f"stage_photos {stage_photos!r} is not one of {', '.join(STAGE_PHOTOS)}")
-        self.stage_photos = stage_photos
+        self.stage_photos = cast("StagePhotos", moment)
         self._staging_pool: ThreadPoolExecutor | None = None  # made on the first staged case
         # torch device that decodes photos (nvJPEG on "cuda"); None: Pillow on the CPU. Set at start.
         self.decode_on: str | None = None
@@ -435,7 +436,6 @@ def _discard_when_written(staging: Future[StagedPhotos | None], store: Store) ->
 
 
 DECODE_DEVICES = ("auto", "cpu", "cuda")
-STAGE_PHOTOS = ("off", "checked", "decoded")  # when a case's photos are written with photo files (Settings.stage_photos)
 
 
 def choose_decode_device(setting: str, engine_device: str) -> str | None:
