@@ -390,7 +390,8 @@ def start_server(args: argparse.Namespace, repo: Path, port: int, db_url: str, h
     return subprocess.Popen(
         [sys.executable, "-m", "kiln", "serve", "--repo", str(repo), "--http-port", str(port), "--grpc-port", "0",
          "--apps", "authenticity", "--no-access-log", "--no-pages", "--log-level", "info", "--db", db_url,
-         "--max-inflight", "1024", "--workers", str(args.workers), *(["--shared-engines"] if args.shared_engines else [])],
+         "--max-inflight", "1024", "--workers", str(args.workers), "--loop", args.loop,
+         *(["--shared-engines"] if args.shared_engines else [])],
         stdout=log, stderr=log, env=env,
     )
 
@@ -601,6 +602,7 @@ def main() -> None:
     parser.add_argument("--repeat-photos", action="store_true",
                         help="send the same photo bytes in every case (default: each request's photos differ by a JPEG comment)")
     parser.add_argument("--shared-engines", action="store_true", help="kiln serve --shared-engines: one engine host for all workers")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="kiln serve --loop: the servers' event loop")
     parser.add_argument("--photo-size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=20, help="references per view in the store")
     parser.add_argument("--rate", type=float, default=100.0, help="target rate, cases/s")
