@@ -616,6 +616,8 @@ def main() -> None:
     parser.add_argument("--arrivals", choices=["poisson", "uniform"], default="poisson")
     parser.add_argument("--warmup-cases", type=int, default=20)
     parser.add_argument("--heatmap-cases", type=int, default=10)
+    parser.add_argument("--decode", choices=["cuda", "cpu", "auto"], default=None,
+                        help="KILN_DECODE_DEVICE of the main run (default: cuda with --device cuda, else auto)")
     parser.add_argument("--compare-cpu-decode", action="store_true",
                         help="also measure the target rate with photos decoded by Pillow on the CPU (same engine)")
     args = parser.parse_args()
@@ -663,8 +665,9 @@ def main() -> None:
                              "photo_bytes": [len(f[1]) for f in files], "body_bytes": len(body)}
         result["references"] = add_references(f"sqlite:///{home / 'bench.db'}", repo / "authenticity" / "1", files,
                                               args.references)
-        decode = "cuda" if args.device == "cuda" else "auto"
-        # "main": photos decoded where the engine runs (nvJPEG on the GPU); "cpu_decode": Pillow, same engine
+        decode = args.decode or ("cuda" if args.device == "cuda" else "auto")
+        # "main": photos decoded where the engine runs (nvJPEG on the GPU) unless --decode says otherwise;
+        # "cpu_decode": Pillow, same engine
         measure_server(args, repo, home, work, body_path, body, content_type, decode, True, result, "main")
         if args.compare_cpu_decode:
             measure_server(args, repo, home, work, body_path, body, content_type, "cpu", False, result, "cpu_decode")
