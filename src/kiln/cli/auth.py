@@ -218,18 +218,23 @@ def evaluate_cmd(
     checkpoint: Annotated[Path | None, typer.Option(help="evaluate the FP32 checkpoint (PyTorch)")] = None,
     engine: Annotated[Path | None, typer.Option(help="evaluate an engine directory")] = None,
     threads: Annotated[int | None, typer.Option(help="threads for decoding and PyTorch")] = None,
+    decoder: Annotated[str, typer.Option(
+        help="how the photos are decoded: pillow (the server's CPU path, KILN_DECODE_DEVICE=auto|cpu), nvjpeg (its GPU "
+             "path, KILN_DECODE_DEVICE=cuda) or torchvision (the GPU path's steps on the CPU)")] = "pillow",
 ) -> None:
     """Case accuracy at the calibrated coverage, ROC-AUC, confusion matrix and a coverage-vs-accuracy plot."""
     import json
     import os
 
-    from kiln.apps.authenticity.evaluate import evaluate, write_outputs
+    from kiln.apps.authenticity.evaluate import DECODERS, evaluate, write_outputs
     from kiln.apps.authenticity.predict import CheckpointPredictor, EnginePredictor, Predictor
     from kiln.cli.console import console
     from kiln.progress import RichReporter
 
     if checkpoint is None and engine is None:
         raise KilnError("nothing to evaluate", hint="pass --checkpoint auth.pt and/or --engine ENGINE_DIR")
+    if decoder not in DECODERS:
+        raise KilnError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}")
     threads = threads or os.cpu_count() or 1
     targets: list[tuple[str, Predictor]] = []
     if checkpoint is not None:
@@ -238,7 +243,7 @@ def evaluate_cmd(
         targets.append(("engine", EnginePredictor(engine)))
     summary: dict[str, object] = {}
     for label, predictor in targets:
-        report = evaluate(predictor, data, threads=threads, reporter=RichReporter())
+        report = evaluate(predictor, data, threads=threads, reporter=RichReporter(), decoder=decoder)
         folder = out / label if len(targets) > 1 else out
         write_outputs(report, folder, title=f"{predictor.name}")
         summary[label] = report.summary()

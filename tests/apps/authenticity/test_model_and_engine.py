@@ -211,3 +211,40 @@ def test_recalibrate_command_refits_the_pooling_and_keeps_the_weights(
         printed = capsys.readouterr()
         assert exited.value.code == 2 and named in printed.out + printed.err
         assert "Traceback" not in printed.out + printed.err
+
+
+def test_evaluate_through_the_gpu_decode_path(trained: TrainResult, synth_data: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--decoder torchvision`` runs the server's GPU decode path (here on the CPU) instead of Pillow's."""
+    import kiln.apps.authenticity.evaluate as evaluation
+    import kiln.apps.authenticity.gpu_imaging as gpu_imaging
+    from kiln.apps.authenticity.predict import CheckpointPredictor
+
+    predictor = CheckpointPredictor(trained.checkpoint)
+    baseline = evaluation.evaluate(predictor, synth_data)
+
+    def no_pillow(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the JPEGs should have gone through the device path")
+
+    monkeypatch.setattr(evaluation, "decode_photo", no_pillow)
+    monkeypatch.setattr(gpu_imaging, "decode_photo", no_pillow)
+    report = evaluation.evaluate(predictor, synth_data, decoder="torchvision")
+    assert report.decoder == "torchvision" and baseline.decoder == "pillow"
+    assert report.cases == baseline.cases == 24
+    assert len(report.photo_outcomes) == len(baseline.photo_outcomes)
+    evaluation.write_outputs(report, tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["decoder"] == "torchvision"
+
+
+def test_evaluate_refuses_an_unknown_or_unavailable_decoder(trained: TrainResult, synth_data: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln.apps.authenticity.gpu_imaging as gpu_imaging
+    from kiln.apps.authenticity.evaluate import evaluate
+    from kiln.apps.authenticity.predict import CheckpointPredictor
+
+    predictor = CheckpointPredictor(trained.checkpoint)
+    with pytest.raises(KilnError, match="unknown decoder 'libjpeg'"):
+        evaluate(predictor, synth_data, decoder="libjpeg")
+    monkeypatch.setattr(gpu_imaging, "gpu_decoding_available", lambda device: False)
+    with pytest.raises(KilnError, match="nvjpeg decoder needs torch and torchvision with a CUDA GPU"):
+        evaluate(predictor, synth_data, decoder="nvjpeg")

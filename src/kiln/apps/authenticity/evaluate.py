@@ -24,7 +24,14 @@ from kiln.apps.authenticity.imaging import decode_photo
 from kiln.apps.authenticity.predict import Predictor, predict_all
 from kiln.apps.authenticity.quality import QualityMetrics, measure
 from kiln.apps.authenticity.views import LABELS
+from kiln.errors import KilnError
 from kiln.progress import NullReporter, Reporter
+
+# What decodes the photos: "pillow" is the server's CPU path (DCT-domain scaling; what KILN_DECODE_DEVICE=auto and
+# cpu serve), "nvjpeg" its GPU path on CUDA (KILN_DECODE_DEVICE=cuda), "torchvision" the GPU path's steps run on the
+# CPU (libjpeg-turbo's full decode, the box filter and the resize), for a check of that path without a GPU.
+DECODERS = ("pillow", "nvjpeg", "torchvision")
+_DEVICE_BATCH = 32  # photos per call of the device path
 
 
 @dataclass
@@ -69,6 +76,7 @@ class EvaluationReport:
     # accuracy when the 90 % most confident cases are decided, whatever the thresholds (None: fewer
     # than 90 % of the cases had a usable photo)
     accuracy_at_90_coverage: float | None = None
+    decoder: str = "pillow"  # DECODERS
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,7 +103,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
 
 
-def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: Reporter) -> tuple[np.ndarray, list[QualityMetrics]]:
+def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: Reporter,
+            decoder: str = "pillow") -> tuple[np.ndarray, list[QualityMetrics]]:
+    if decoder != "pillow":
+        return _decode_on_device(photos, predictor, "cuda" if decoder == "nvjpeg" else "cpu", reporter)
+
     def one(photo: Photo) -> tuple[np.ndarray, QualityMetrics]:
         decoded = decode_photo(photo.path.read_bytes(), predictor.preprocessing, name=str(photo.path))
         return decoded.pixels, measure(decoded.pixels, decoded.width, decoded.height)
@@ -110,12 +122,40 @@ def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: R
     return np.stack(pixels), metrics
 
 
-def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, reporter: Reporter | None = None) -> EvaluationReport:
+def _decode_on_device(photos: list[Photo], predictor: Predictor, device: str,
+                      reporter: Reporter) -> tuple[np.ndarray, list[QualityMetrics]]:
+    """The server's GPU decode path (``gpu_imaging.decode_and_measure``) over the photos, a batch at a time: the
+    pixels and the gate's metrics it gives (photos it leaves to the CPU path are measured there, as in the server)."""
+    from kiln.apps.authenticity.gpu_imaging import decode_and_measure, gpu_decoding_available
+
+    if not gpu_decoding_available(device):
+        raise KilnError(f"the {'nvjpeg' if device == 'cuda' else 'torchvision'} decoder needs torch and torchvision"
+                        f"{' with a CUDA GPU' if device == 'cuda' else ''}, which this machine does not have",
+                        hint="use --decoder pillow, or torchvision for the GPU path's steps on the CPU")
+    pixels: list[np.ndarray] = []
+    metrics: list[QualityMetrics] = []
+    with reporter.task(f"decode {len(photos)} photos ({device})", total=len(photos)) as task:
+        for start in range(0, len(photos), _DEVICE_BATCH):
+            chunk = photos[start : start + _DEVICE_BATCH]
+            decoded, measured = decode_and_measure([p.path.read_bytes() for p in chunk], [str(p.path) for p in chunk],
+                                                   predictor.preprocessing, device)
+            for photo, m in zip(decoded, measured, strict=True):
+                pixels.append(photo.pixels)
+                metrics.append(m if m is not None else measure(photo.pixels, photo.width, photo.height))
+            task.advance(len(chunk))
+    return np.stack(pixels), metrics
+
+
+def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, reporter: Reporter | None = None,
+             decoder: str = "pillow") -> EvaluationReport:
+    """``decoder`` (``DECODERS``) names the decode path the photos take; the rest is the server's."""
+    if decoder not in DECODERS:
+        raise KilnError(f"unknown decoder {decoder!r}", hint=f"choose one of {', '.join(DECODERS)}")
     reporter = reporter or NullReporter()
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
     cases = dataset.evaluation_cases()
     photos = [p for members in cases.values() for p in members]
-    pixels, metrics = _decode(photos, predictor, threads, reporter)
+    pixels, metrics = _decode(photos, predictor, threads, reporter, decoder)
     with reporter.task(f"run {predictor.name}", total=1) as task:
         outputs = predict_all(predictor, pixels)
         task.advance()
@@ -144,6 +184,7 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
             difficulty=next((p.difficulty for p in members if p.difficulty), ""), rejected_photos=sum(1 for p in result.photos if not p.ok),
         ))
     report = _report(predictor, dataset, outcomes, rejected / max(len(photos), 1))
+    report.decoder = decoder
     report.photo_outcomes = photo_outcomes
     report.by_view, report.by_defect = photo_breakdown(photo_outcomes)
     return report
