@@ -3,7 +3,7 @@
 A 6-photo case of 1024×1024 JPEGs, posted as multipart to `kiln serve` (the real server: the app's
 router, the dynamic batcher, SQLite store), with the auth model as a torch engine on the GPU
 (fp16, uint8 input normalised inside the engine) and the photos decoded on the GPU (batched
-nvJPEG, `apps/authenticity/gpu_imaging.py`). Measured from separate client processes, open loop
+nvJPEG, `apps/authenticity/gpu_imaging.py`) unless `--decode cpu|auto` says otherwise. Measured from separate client processes, open loop
 (Poisson arrivals; latency counted from each request's scheduled time, so a client that falls
 behind cannot hide queueing):
 
@@ -626,6 +626,10 @@ def main() -> None:
         return
     if args.out is None:
         parser.error("--out is required")
+    if args.decode == "cuda" and args.device == "cpu":
+        parser.error("--decode cuda needs --device cuda")
+    if args.decode in ("cpu", "auto") and args.compare_cpu_decode:
+        parser.error(f"--decode {args.decode} already decodes on the CPU: --compare-cpu-decode would measure it twice")
     if args.smoke:
         args.photo_size, args.rate, args.seconds, args.sweep, args.sweep_seconds = 256, 4.0, 3.0, "8", 2.0
         args.clients, args.warmup_cases, args.heatmap_cases, args.references = 2, 2, 2, 3

@@ -217,16 +217,17 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for metrics.json, cases.csv and the plots")] = Path("auth-eval"),
     checkpoint: Annotated[Path | None, typer.Option(help="evaluate the FP32 checkpoint (PyTorch)")] = None,
     engine: Annotated[Path | None, typer.Option(help="evaluate an engine directory")] = None,
-    threads: Annotated[int | None, typer.Option(help="threads for decoding and PyTorch")] = None,
+    threads: Annotated[int | None, typer.Option(help="threads for decoding (with --decoder pillow) and PyTorch")] = None,
     decoder: Annotated[str, typer.Option(
         help="how the photos are decoded: pillow (the server's CPU path, KILN_DECODE_DEVICE=auto|cpu), nvjpeg (its GPU "
-             "path, KILN_DECODE_DEVICE=cuda) or torchvision (the GPU path's steps on the CPU)")] = "pillow",
+             "path, KILN_DECODE_DEVICE=cuda) or torchvision (the GPU path's steps on the CPU, with libjpeg-turbo "
+             "instead of nvJPEG)")] = "pillow",
 ) -> None:
     """Case accuracy at the calibrated coverage, ROC-AUC, confusion matrix and a coverage-vs-accuracy plot."""
     import json
     import os
 
-    from kiln.apps.authenticity.evaluate import DECODERS, evaluate, write_outputs
+    from kiln.apps.authenticity.evaluate import DECODERS, decoder_device, evaluate, write_outputs
     from kiln.apps.authenticity.predict import CheckpointPredictor, EnginePredictor, Predictor
     from kiln.cli.console import console
     from kiln.progress import RichReporter
@@ -235,6 +236,8 @@ def evaluate_cmd(
         raise KilnError("nothing to evaluate", hint="pass --checkpoint auth.pt and/or --engine ENGINE_DIR")
     if decoder not in DECODERS:
         raise KilnError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+    if decoder != "pillow":
+        decoder_device(decoder)  # fails here, before the data and the predictors load, when this machine cannot
     threads = threads or os.cpu_count() or 1
     targets: list[tuple[str, Predictor]] = []
     if checkpoint is not None:
@@ -252,6 +255,9 @@ def evaluate_cmd(
             f"{report.accuracy_covered:.2%} (no abstention {report.accuracy_no_abstention:.2%}), ROC-AUC {report.roc_auc}, "
             f"rejected photos {report.rejected_photo_rate:.1%}; written to {folder}"
         )
+        if report.cpu_decoded_photos:
+            console.print(f"[yellow]{report.cpu_decoded_photos} photos were decoded by Pillow, not by {decoder}[/] "
+                          "(PNG, WebP, CMYK, or a batch it refused), as the server would")
         for level, figures in report.by_difficulty.items():
             console.print(f"  {level}: coverage {figures['coverage']:.1%}, accuracy {figures['accuracy_covered']:.2%}, "
                           f"counterfeit recall {figures['counterfeit_recall']:.2%}")

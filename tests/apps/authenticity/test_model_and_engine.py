@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -215,28 +217,51 @@ def test_recalibrate_command_refits_the_pooling_and_keeps_the_weights(
 
 def test_evaluate_through_the_gpu_decode_path(trained: TrainResult, synth_data: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--decoder torchvision`` runs the server's GPU decode path (here on the CPU) instead of Pillow's."""
+    """``--decoder torchvision`` runs the server's GPU decode path (here on the CPU) instead of Pillow's; photos that
+    path leaves to Pillow (a PNG) are counted."""
+    import shutil
+
     import kiln.apps.authenticity.evaluate as evaluation
     import kiln.apps.authenticity.gpu_imaging as gpu_imaging
+    from kiln.apps.authenticity.dataset import load_dataset
     from kiln.apps.authenticity.predict import CheckpointPredictor
 
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    photos = [p.path for members in load_dataset(data).evaluation_cases().values() for p in members]
+    with Image.open(photos[0]) as image:  # a PNG under a .jpg name: formats are read from the bytes
+        image.save(photos[0], format="PNG")
+    with Image.open(photos[1]) as image:  # four times the model's size: the box filter runs
+        image.convert("RGB").resize((384, 384)).save(photos[1], format="JPEG", quality=90)
     predictor = CheckpointPredictor(trained.checkpoint)
-    baseline = evaluation.evaluate(predictor, synth_data)
+    baseline = evaluation.evaluate(predictor, data)
+    pillow_decodes = []
+    real_decode_photo = gpu_imaging.decode_photo
+
+    def counted(*args: object, **kwargs: object) -> object:
+        pillow_decodes.append(1)
+        return real_decode_photo(*args, **kwargs)  # type: ignore[arg-type]
 
     def no_pillow(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the JPEGs should have gone through the device path")
+        raise AssertionError("the evaluation's own Pillow path should not run")
 
     monkeypatch.setattr(evaluation, "decode_photo", no_pillow)
-    monkeypatch.setattr(gpu_imaging, "decode_photo", no_pillow)
-    report = evaluation.evaluate(predictor, synth_data, decoder="torchvision")
+    monkeypatch.setattr(gpu_imaging, "decode_photo", counted)
+    report = evaluation.evaluate(predictor, data, decoder="torchvision")
     assert report.decoder == "torchvision" and baseline.decoder == "pillow"
-    assert report.cases == baseline.cases == 24
-    assert len(report.photo_outcomes) == len(baseline.photo_outcomes)
+    assert report.cpu_decoded_photos == 1 == len(pillow_decodes), "only the PNG goes to Pillow"
+    assert baseline.cpu_decoded_photos == 0 and report.cases == baseline.cases == 24
+    # the same photos in the same order, with near-identical pixels at this size: near-identical evidence
+    pairs = list(zip(baseline.photo_outcomes, report.photo_outcomes, strict=True))
+    assert all((a.case_id, a.view) == (b.case_id, b.view) for a, b in pairs)
+    scored = [(a.probability, b.probability) for a, b in pairs if a.probability is not None and b.probability is not None]
+    assert scored and max(abs(a - b) for a, b in scored) < 0.1
     evaluation.write_outputs(report, tmp_path / "eval")
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["decoder"] == "torchvision"
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["decoder"] == "torchvision" and metrics["cpu_decoded_photos"] == 1
 
 
-def test_evaluate_refuses_an_unknown_or_unavailable_decoder(trained: TrainResult, synth_data: Path,
+def test_evaluate_refuses_an_unknown_or_unavailable_decoder(trained: TrainResult, synth_data: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import kiln.apps.authenticity.gpu_imaging as gpu_imaging
     from kiln.apps.authenticity.evaluate import evaluate
@@ -248,3 +273,12 @@ def test_evaluate_refuses_an_unknown_or_unavailable_decoder(trained: TrainResult
     monkeypatch.setattr(gpu_imaging, "gpu_decoding_available", lambda device: False)
     with pytest.raises(KilnError, match="nvjpeg decoder needs torch and torchvision with a CUDA GPU"):
         evaluate(predictor, synth_data, decoder="nvjpeg")
+    cases = [("bogus", "--decoder 'bogus' is not one of pillow, nvjpeg, torchvision")]
+    if not torch.cuda.is_available():
+        cases.append(("nvjpeg", "the nvjpeg decoder needs torch and torchvision with a CUDA GPU"))
+    for value, message in cases:  # the CLI says so before it loads anything, without a traceback
+        done = subprocess.run([sys.executable, "-m", "kiln", "auth", "evaluate", "--data", str(synth_data), "--checkpoint",
+                               str(trained.checkpoint), "--decoder", value, "-o", str(tmp_path / value)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+        assert not (tmp_path / value).exists()

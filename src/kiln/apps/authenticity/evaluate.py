@@ -77,6 +77,8 @@ class EvaluationReport:
     # than 90 % of the cases had a usable photo)
     accuracy_at_90_coverage: float | None = None
     decoder: str = "pillow"  # DECODERS
+    # photos that ``decoder`` left to Pillow (PNG, WebP, CMYK; a batch nvJPEG refused), as the server's GPU path would
+    cpu_decoded_photos: int = 0
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,9 +106,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: Reporter,
-            decoder: str = "pillow") -> tuple[np.ndarray, list[QualityMetrics]]:
+            decoder: str = "pillow") -> tuple[np.ndarray, list[QualityMetrics], int]:
+    """Model-size pixels and gate metrics of every photo, and how many of them Pillow decoded although ``decoder``
+    named the device path."""
     if decoder != "pillow":
-        return _decode_on_device(photos, predictor, "cuda" if decoder == "nvjpeg" else "cpu", reporter)
+        return _decode_on_device(photos, predictor, decoder_device(decoder), reporter)
 
     def one(photo: Photo) -> tuple[np.ndarray, QualityMetrics]:
         decoded = decode_photo(photo.path.read_bytes(), predictor.preprocessing, name=str(photo.path))
@@ -119,21 +123,33 @@ def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: R
             pixels.append(p)
             metrics.append(m)
             task.advance()
-    return np.stack(pixels), metrics
+    return np.stack(pixels), metrics, 0
+
+
+def decoder_device(decoder: str) -> str:
+    """The torch device of a device-path decoder (``nvjpeg``: CUDA; ``torchvision``: the CPU); checks it is usable."""
+    from kiln.apps.authenticity.gpu_imaging import gpu_decoding_available
+
+    if decoder not in DECODERS or decoder == "pillow":
+        raise KilnError(f"unknown device decoder {decoder!r}", hint=f"choose one of {', '.join(DECODERS)}")
+    device = "cuda" if decoder == "nvjpeg" else "cpu"
+    if not gpu_decoding_available(device):
+        raise KilnError(f"the {decoder} decoder needs torch and torchvision{' with a CUDA GPU' if device == 'cuda' else ''}, "
+                        "which this machine does not have", hint="use --decoder pillow, or torchvision for the GPU path's "
+                        "steps on the CPU (libjpeg-turbo instead of nvJPEG)")
+    return device
 
 
 def _decode_on_device(photos: list[Photo], predictor: Predictor, device: str,
-                      reporter: Reporter) -> tuple[np.ndarray, list[QualityMetrics]]:
-    """The server's GPU decode path (``gpu_imaging.decode_and_measure``) over the photos, a batch at a time: the
-    pixels and the gate's metrics it gives (photos it leaves to the CPU path are measured there, as in the server)."""
-    from kiln.apps.authenticity.gpu_imaging import decode_and_measure, gpu_decoding_available
+                      reporter: Reporter) -> tuple[np.ndarray, list[QualityMetrics], int]:
+    """The server's GPU decode path (``gpu_imaging.decode_and_measure``) over the photos, a batch at a time (on one
+    thread: the path batches itself): the pixels and the gate's metrics it gives. Photos it leaves to Pillow are
+    measured on the CPU, as in the server, and counted."""
+    from kiln.apps.authenticity.gpu_imaging import decode_and_measure
 
-    if not gpu_decoding_available(device):
-        raise KilnError(f"the {'nvjpeg' if device == 'cuda' else 'torchvision'} decoder needs torch and torchvision"
-                        f"{' with a CUDA GPU' if device == 'cuda' else ''}, which this machine does not have",
-                        hint="use --decoder pillow, or torchvision for the GPU path's steps on the CPU")
     pixels: list[np.ndarray] = []
     metrics: list[QualityMetrics] = []
+    on_cpu = 0
     with reporter.task(f"decode {len(photos)} photos ({device})", total=len(photos)) as task:
         for start in range(0, len(photos), _DEVICE_BATCH):
             chunk = photos[start : start + _DEVICE_BATCH]
@@ -141,9 +157,12 @@ def _decode_on_device(photos: list[Photo], predictor: Predictor, device: str,
                                                    predictor.preprocessing, device)
             for photo, m in zip(decoded, measured, strict=True):
                 pixels.append(photo.pixels)
-                metrics.append(m if m is not None else measure(photo.pixels, photo.width, photo.height))
+                if m is None:
+                    on_cpu += 1
+                    m = measure(photo.pixels, photo.width, photo.height)
+                metrics.append(m)
             task.advance(len(chunk))
-    return np.stack(pixels), metrics
+    return np.stack(pixels), metrics, on_cpu
 
 
 def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, reporter: Reporter | None = None,
@@ -155,7 +174,7 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
     cases = dataset.evaluation_cases()
     photos = [p for members in cases.values() for p in members]
-    pixels, metrics = _decode(photos, predictor, threads, reporter, decoder)
+    pixels, metrics, cpu_decoded = _decode(photos, predictor, threads, reporter, decoder)
     with reporter.task(f"run {predictor.name}", total=1) as task:
         outputs = predict_all(predictor, pixels)
         task.advance()
@@ -184,7 +203,7 @@ def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, re
             difficulty=next((p.difficulty for p in members if p.difficulty), ""), rejected_photos=sum(1 for p in result.photos if not p.ok),
         ))
     report = _report(predictor, dataset, outcomes, rejected / max(len(photos), 1))
-    report.decoder = decoder
+    report.decoder, report.cpu_decoded_photos = decoder, cpu_decoded
     report.photo_outcomes = photo_outcomes
     report.by_view, report.by_defect = photo_breakdown(photo_outcomes)
     return report

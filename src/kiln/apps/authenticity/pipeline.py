@@ -444,8 +444,9 @@ def choose_decode_device(setting: str, engine_device: str) -> str | None:
     "auto" stays on the CPU for this app: on an H100 (2026-11-22) nvJPEG's full decode plus the box
     filter gave pixels further from Pillow's DCT-domain scaling than the model and the quality gate
     were fitted on (tests/apps/authenticity/test_gpu_imaging.py, strict xfail). "cuda" turns it on where
-    the engine runs on a GPU, and on such a host it is the one that keeps up with load: 100 cases/s in
-    8 processes took 5.4-5.7 cores with Pillow against 1.4 with nvJPEG (docs/benchmarks/gpu.md, 2026-12-08).
+    the engine runs on a GPU, and on such a host it is the one that keeps up with load: at 100 cases/s the
+    8 server processes used 5.4-5.7 cores with Pillow against 1.4-1.6 with nvJPEG (docs/benchmarks/gpu.md,
+    2026-12-08). ``kiln auth evaluate --decoder nvjpeg`` checks an engine on that path's pixels first.
     """
     from kiln.apps.authenticity.gpu_imaging import gpu_decoding_available
 
