@@ -13,7 +13,7 @@ from PIL import Image
 from kiln.apps.authenticity.gpu_imaging import decode_photos, gpu_decoding_available
 from kiln.apps.authenticity.imaging import decode_photo, engine_input, to_batch
 from kiln.apps.authenticity.model import PREPROCESSING
-from kiln.apps.authenticity.pipeline import choose_decode_device
+from kiln.apps.authenticity.pipeline import choose_decode_device, decode_advice
 from kiln.apps.authenticity.quality import measure
 from kiln.engine.gpu_images import draft_factor
 from kiln.errors import KilnError
@@ -137,6 +137,13 @@ def test_gpu_decoding_is_opt_in() -> None:
     else:
         with pytest.raises(KilnError, match="KILN_DECODE_DEVICE"):
             choose_decode_device("cuda", "cpu")
+
+
+def test_a_gpu_engine_left_on_pillow_gets_advice() -> None:
+    advice = decode_advice("auto", "cuda:0")
+    assert advice is not None and "KILN_DECODE_DEVICE=cuda" in advice and "--decoder nvjpeg" in advice
+    assert decode_advice("cpu", "cuda") is None, "an explicit cpu is the operator's choice"
+    assert decode_advice("cuda", "cuda") is None and decode_advice("auto", "cpu") is None
 
 
 async def test_a_case_through_the_device_path_matches_the_cpu_path(api: Any, synth_data: Path) -> None:

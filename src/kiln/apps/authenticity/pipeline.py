@@ -173,6 +173,9 @@ class AuthenticityService:
         self.decode_on = choose_decode_device(self.decode_device, manifest.device)
         log.info("authenticity: engine %s (%s on %s), %d references, photos decoded on %s", manifest.name,
                  manifest.precision.value, manifest.device, loaded, self.decode_on or "cpu (Pillow)")
+        advice = decode_advice(self.decode_device, manifest.device)
+        if advice:
+            log.warning("authenticity: %s", advice)
         if self.reference_refresh_s > 0 and self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_references(), name="authenticity reference refresh")
 
@@ -457,6 +460,18 @@ def choose_decode_device(setting: str, engine_device: str) -> str | None:
         return wanted
     raise KilnError("photos were to be decoded on the GPU (KILN_DECODE_DEVICE=cuda) but torch sees no CUDA GPU "
                     "or torchvision is missing", hint="set KILN_DECODE_DEVICE=auto or cpu")
+
+
+def decode_advice(setting: str, engine_device: str) -> str | None:
+    """What to tell the operator of a GPU engine whose photos ``auto`` leaves to Pillow (None otherwise): on such a
+    host Pillow's decode, not the GPU, sets the cases/s (docs/benchmarks/gpu.md, 2026-12-08). An explicit ``cpu``
+    is the operator's choice and gets no advice."""
+    if setting != "auto" or not engine_device.startswith("cuda"):
+        return None
+    return (f"the engine runs on {engine_device} but photos are decoded by Pillow on the CPU (KILN_DECODE_DEVICE=auto), "
+            "which limits the cases/s on a GPU host; check the engine on GPU-decoded photos with `kiln auth evaluate "
+            "--decoder nvjpeg`, then set KILN_DECODE_DEVICE=cuda (docs/authenticity.md, 'On a GPU host'), "
+            "or set KILN_DECODE_DEVICE=cpu to keep Pillow")
 
 
 def reference_info(record: object) -> ReferenceInfo:
