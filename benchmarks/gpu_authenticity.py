@@ -3,9 +3,9 @@
 A 6-photo case of 1024×1024 JPEGs, posted as multipart to `kiln serve` (the real server: the app's
 router, the dynamic batcher, SQLite store), with the auth model as a torch engine on the GPU
 (fp16, uint8 input normalised inside the engine) and the photos decoded on the GPU (batched
-nvJPEG, `apps/authenticity/gpu_imaging.py`) unless `--decode cpu|auto` says otherwise. Measured from separate client processes, open loop
-(Poisson arrivals; latency counted from each request's scheduled time, so a client that falls
-behind cannot hide queueing):
+nvJPEG, `apps/authenticity/gpu_imaging.py`) unless `--decode cpu|auto` says otherwise. Measured
+from separate client processes, open loop (Poisson arrivals; latency counted from each request's
+scheduled time, so a client that falls behind cannot hide queueing):
 
   1. the target rate (default 100 cases/s): p50/p95/p99, where each case's time goes (the
      server's per-stage Server-Timing: form, check, decode, quality, preprocess, queue, infer,

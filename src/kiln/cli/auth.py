@@ -236,8 +236,7 @@ def evaluate_cmd(
         raise KilnError("nothing to evaluate", hint="pass --checkpoint auth.pt and/or --engine ENGINE_DIR")
     if decoder not in DECODERS:
         raise KilnError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}")
-    if decoder != "pillow":
-        decoder_device(decoder)  # fails here, before the data and the predictors load, when this machine cannot
+    decoder_device(decoder)  # fails here, before the data and the predictors load, when this machine cannot
     threads = threads or os.cpu_count() or 1
     targets: list[tuple[str, Predictor]] = []
     if checkpoint is not None:

@@ -106,11 +106,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: Reporter,
-            decoder: str = "pillow") -> tuple[np.ndarray, list[QualityMetrics], int]:
-    """Model-size pixels and gate metrics of every photo, and how many of them Pillow decoded although ``decoder``
-    named the device path."""
-    if decoder != "pillow":
-        return _decode_on_device(photos, predictor, decoder_device(decoder), reporter)
+            device: str | None = None) -> tuple[np.ndarray, list[QualityMetrics], int]:
+    """Model-size pixels and gate metrics of every photo (with Pillow, or on ``device`` through the server's GPU
+    path), and how many of them Pillow decoded although the device path was asked for."""
+    if device is not None:
+        return _decode_on_device(photos, predictor, device, reporter)
 
     def one(photo: Photo) -> tuple[np.ndarray, QualityMetrics]:
         decoded = decode_photo(photo.path.read_bytes(), predictor.preprocessing, name=str(photo.path))
@@ -126,12 +126,15 @@ def _decode(photos: list[Photo], predictor: Predictor, threads: int, reporter: R
     return np.stack(pixels), metrics, 0
 
 
-def decoder_device(decoder: str) -> str:
-    """The torch device of a device-path decoder (``nvjpeg``: CUDA; ``torchvision``: the CPU); checks it is usable."""
+def decoder_device(decoder: str) -> str | None:
+    """The torch device a decoder (``DECODERS``) runs the server's GPU path on (``nvjpeg``: CUDA; ``torchvision``: the
+    CPU), None for ``pillow``; an unknown decoder, or one this machine cannot run, is a ``KilnError``."""
     from kiln.apps.authenticity.gpu_imaging import gpu_decoding_available
 
-    if decoder not in DECODERS or decoder == "pillow":
-        raise KilnError(f"unknown device decoder {decoder!r}", hint=f"choose one of {', '.join(DECODERS)}")
+    if decoder not in DECODERS:
+        raise KilnError(f"unknown decoder {decoder!r}", hint=f"choose one of {', '.join(DECODERS)}")
+    if decoder == "pillow":
+        return None
     device = "cuda" if decoder == "nvjpeg" else "cpu"
     if not gpu_decoding_available(device):
         raise KilnError(f"the {decoder} decoder needs torch and torchvision{' with a CUDA GPU' if device == 'cuda' else ''}, "
@@ -168,13 +171,12 @@ def _decode_on_device(photos: list[Photo], predictor: Predictor, device: str,
 def evaluate(predictor: Predictor, data: Path | Dataset, *, threads: int = 2, reporter: Reporter | None = None,
              decoder: str = "pillow") -> EvaluationReport:
     """``decoder`` (``DECODERS``) names the decode path the photos take; the rest is the server's."""
-    if decoder not in DECODERS:
-        raise KilnError(f"unknown decoder {decoder!r}", hint=f"choose one of {', '.join(DECODERS)}")
+    device = decoder_device(decoder)
     reporter = reporter or NullReporter()
     dataset = data if isinstance(data, Dataset) else load_dataset(Path(data))
     cases = dataset.evaluation_cases()
     photos = [p for members in cases.values() for p in members]
-    pixels, metrics, cpu_decoded = _decode(photos, predictor, threads, reporter, decoder)
+    pixels, metrics, cpu_decoded = _decode(photos, predictor, threads, reporter, device)
     with reporter.task(f"run {predictor.name}", total=1) as task:
         outputs = predict_all(predictor, pixels)
         task.advance()
